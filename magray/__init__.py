@@ -1,0 +1,31 @@
+"""magray: personal knowledge memory in the terminal. Store notes; find them by meaning.
+
+The public API is ``Memory`` plus the record types and errors. Heavy dependencies
+(torch, sentence-transformers, usearch) load only when a command needs them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+from .errors import (BusyError, ConfigError, InputError, IntegrityError, MagrayError,
+                     ModelError, ModelMismatchError, NotFoundError)
+from .records import LAYERS, Filters, Hit, NewRecord, Record, Stored
+
+if TYPE_CHECKING:
+    from .memory import Memory
+
+
+def __getattr__(name: str):
+    if name == "Memory":  # imported on first use: it pulls in numpy and sqlite-utils
+        from .memory import Memory
+
+        return Memory
+    raise AttributeError(name)
+
+
+__all__ = ["Memory", "Record", "Hit", "Stored", "NewRecord", "Filters", "LAYERS",
+           "MagrayError", "InputError", "ConfigError", "ModelError", "ModelMismatchError",
+           "BusyError", "IntegrityError", "NotFoundError", "__version__"]

@@ -1,0 +1,3 @@
+from magray.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""The Typer application, its global options, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import MagrayError
+from . import output
+
+
+class MagrayGroup(TyperGroup):
+    """Turns a MagrayError raised by any command into ``error: ...`` and its exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MagrayError as exc:
+            if os.environ.get("MAGRAY_DEBUG"):
+                raise
+            output.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=MagrayGroup,
+    name="magray",
+    help="Personal knowledge memory: store notes, commands and decisions; find them by meaning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"magray {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[Optional[Path], typer.Option(
+        "--home", envvar="MAGRAY_HOME", show_envvar=True,
+        help="Keep data, config and backups under this one directory.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """magray: personal knowledge memory in your terminal."""
+    ctx.obj = {"home": home}
+
+
+def open_memory(ctx: typer.Context, **flags: Any):
+    """Open the memory for a command; ``flags`` are settings given on the command line."""
+    from .. import config, paths
+    from ..memory import Memory
+
+    home = ctx.find_root().obj.get("home")
+    settings = config.load(paths.resolve(home).config_file).replace(**flags)
+    return Memory.open(home, settings=settings, warn=output.warn)

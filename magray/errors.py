@@ -1,0 +1,41 @@
+"""One error tree for magray. Each class carries the exit code the CLI uses for it."""
+
+from __future__ import annotations
+
+
+class MagrayError(Exception):
+    """An operational failure the user can act on (exit 1)."""
+
+    exit_code = 1
+
+
+class InputError(MagrayError):
+    """Bad usage or bad input; nothing was written (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """The configuration file, an environment variable or a flag holds a bad setting (exit 2)."""
+
+
+class ModelError(MagrayError):
+    """The embedding model cannot be resolved, loaded or run (exit 1)."""
+
+
+class ModelMismatchError(MagrayError):
+    """The data was embedded with another model than the configured one (exit 1)."""
+
+
+class BusyError(MagrayError):
+    """Another magray process held the database or an index lock for too long (exit 1)."""
+
+
+class IntegrityError(MagrayError):
+    """Stored data failed a check and could not be repaired (exit 3)."""
+
+    exit_code = 3
+
+
+class NotFoundError(MagrayError):
+    """A record, archive or file that was named does not exist (exit 1)."""

@@ -1,0 +1,239 @@
+"""One usearch HNSW index per layer: a rebuildable cache of the vectors in the database.
+
+Each index file ``<layer>.usearch`` has a sidecar ``<layer>.json`` that records what the
+file holds: the store it belongs to, the index-log sequence it reflects, its settings,
+its record count, and the file's size, mtime and CRC-32. The index is fresh when all of
+these agree with the database and the file on disk; otherwise ``sync`` repairs it, under
+the layer's lock, by replaying the index log (or, when that cannot be trusted, by a full
+rebuild from the stored vectors). Nothing is ever re-embedded.
+
+Write order: index file first, sidecar second, both by atomic rename. A reader reads the
+sidecar first, so it can only ever think the index is older than it is, never newer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import files
+from .errors import IntegrityError
+from .locks import locked
+
+if TYPE_CHECKING:
+    from usearch.index import Index
+
+    from .store import Store
+
+FORMAT = 1
+PRUNE_EVERY = 10_000  # log rows kept per layer before they are pruned
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """The settings that shape an index file: changing one means a rebuild."""
+
+    dim: int
+    dtype: str = "f32"
+    m: int = 16
+    ef_construction: int = 200
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What a sidecar says about its index file."""
+
+    store_id: str
+    layer: str
+    seq: int
+    count: int
+    spec: IndexSpec
+    size: int
+    mtime_ns: int
+    crc32: int
+    format: int = FORMAT
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    layer: str
+    action: str  # "fresh", "updated", "rebuilt"
+    count: int
+    reason: str = ""
+
+
+class LayerIndex:
+    """The index of one layer, bound to an open store."""
+
+    def __init__(self, directory: Path, layer: str, spec: IndexSpec, store: "Store",
+                 *, ef_search: int = 50, lock_timeout: float = 60.0):
+        self.layer = layer
+        self.spec = spec
+        self.store = store
+        self.ef_search = ef_search
+        self.lock_timeout = lock_timeout
+        self.path = directory / f"{layer}.usearch"
+        self.sidecar = directory / f"{layer}.json"
+        self.lock_path = directory / f"{layer}.lock"
+
+    # -- reading --------------------------------------------------------------------------
+
+    def state(self) -> IndexState | None:
+        try:
+            raw = json.loads(self.sidecar.read_text())
+            raw["spec"] = IndexSpec(**raw["spec"])
+            state = IndexState(**raw)
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return state if state.format == FORMAT else None
+
+    def staleness(self, state: IndexState | None = None) -> str:
+        """Why the index on disk does not match the database ('' when it is fresh)."""
+        state = state or self.state()
+        if state is None:
+            return "missing" if not self.path.exists() else "no readable metadata"
+        if state.store_id != self.store.store_id or state.spec != self.spec:
+            return "built for another store or with other settings"
+        if not self._file_matches(state):
+            return "file changed on disk"
+        head = self.store.log_head(self.layer)
+        if state.seq != head:
+            return f"behind the database ({head - state.seq} changes)"
+        if state.count != self.store.count(self.layer):
+            return "record count differs from the database"
+        return ""
+
+    def open_view(self) -> "Index | None":
+        """A memory-mapped, read-only view of a fresh index (repairing it first if needed);
+        None when the layer is empty."""
+        state = self.state()
+        if self.staleness(state):
+            self.sync()
+            state = self.state()
+        if state is None or state.count == 0:
+            return None
+        from usearch.index import Index
+
+        view = Index.restore(str(self.path), view=True)
+        if view is None or len(view) != state.count:
+            raise IntegrityError(f"the {self.layer} index could not be read after repair")
+        view.expansion_search = self.ef_search
+        return view
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """Approximate top-k (record id, inner product) for one normalised query vector."""
+        view = self.open_view()
+        if view is None:
+            return []
+        matches = view.search(query, min(k, len(view)))
+        return [(int(key), 1.0 - float(dist)) for key, dist in zip(matches.keys, matches.distances)]
+
+    # -- repairing ------------------------------------------------------------------------
+
+    def sync(self, *, rebuild: bool = False) -> SyncReport:
+        """Bring the index file in step with the database, under the layer's lock."""
+        with locked(self.lock_path, timeout=self.lock_timeout):
+            files.remove_leftovers(self.path)
+            state = self.state()
+            reason = "rebuild requested" if rebuild else self.staleness(state)
+            if not reason:
+                return SyncReport(self.layer, "fresh", state.count)
+            index = None if rebuild else self._load_for_update(state)
+            with self.store.read():
+                if index is None:
+                    index, head = self._build(), self.store.log_head(self.layer)
+                    action = "rebuilt"
+                else:
+                    head = self._replay(index, state.seq)
+                    action = "updated"
+                count = self.store.count(self.layer)
+            if len(index) != count:  # the replay could not be trusted: start over
+                with self.store.read():
+                    index, head = self._build(), self.store.log_head(self.layer)
+                    count = self.store.count(self.layer)
+                action, reason = "rebuilt", f"{reason}; replay disagreed with the database"
+            self._save(index, head, count)
+        if head - self.store.log_pruned_through(self.layer) > PRUNE_EVERY:
+            self.store.prune_log(self.layer, head)
+        return SyncReport(self.layer, action, count, reason)
+
+    def _load_for_update(self, state: IndexState | None) -> "Index | None":
+        """The index in memory if it can be replayed forward; None means rebuild."""
+        if (state is None or state.store_id != self.store.store_id or state.spec != self.spec
+                or state.seq < self.store.log_pruned_through(self.layer)
+                or state.seq > self.store.log_head(self.layer)):
+            return None
+        if not self._file_matches(state) and not self._checksum_matches(state):
+            return None
+        from usearch.index import Index
+
+        try:
+            index = Index.restore(str(self.path), view=False)
+        except (ValueError, RuntimeError, OSError):
+            return None
+        if index is None or index.ndim != self.spec.dim or len(index) != state.count:
+            return None
+        index.expansion_add = self.spec.ef_construction
+        return index
+
+    def _replay(self, index: "Index", seq: int) -> int:
+        """Apply the net effect of log rows after ``seq``: drop every touched id, then add
+        back the ones whose vector is (still) in this layer. Idempotent."""
+        ids, head = self.store.changed_since(self.layer, seq)
+        if not ids:
+            return head
+        present = [i for i in ids if index.contains(i)]
+        if present:
+            index.remove(present)
+        keys, vectors = self.store.vectors(self.store.ids_in_layer(ids, self.layer),
+                                           self.spec.dim)
+        if len(keys):
+            index.add(keys, vectors)
+        return head
+
+    def _build(self) -> "Index":
+        index = self.new_index()
+        for keys, vectors in self.store.layer_vectors(self.layer, self.spec.dim):
+            index.add(keys, vectors)
+        return index
+
+    def new_index(self) -> "Index":
+        from usearch.index import Index
+
+        return Index(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
+                     connectivity=self.spec.m, expansion_add=self.spec.ef_construction,
+                     expansion_search=self.ef_search)
+
+    def _save(self, index: "Index", seq: int, count: int) -> None:
+        with files.replacing(self.path) as tmp:
+            index.save(str(tmp))
+        info = self.path.stat()
+        state = IndexState(store_id=self.store.store_id, layer=self.layer, seq=seq, count=count,
+                           spec=self.spec, size=info.st_size, mtime_ns=info.st_mtime_ns,
+                           crc32=files.crc32(self.path))
+        files.write_atomic(self.sidecar, json.dumps(asdict(state), indent=1).encode())
+
+    # -- file checks ----------------------------------------------------------------------
+
+    def _file_matches(self, state: IndexState) -> bool:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return False
+        return info.st_size == state.size and info.st_mtime_ns == state.mtime_ns
+
+    def _checksum_matches(self, state: IndexState) -> bool:
+        try:
+            return self.path.stat().st_size == state.size and files.crc32(self.path) == state.crc32
+        except OSError:
+            return False
+
+    def verify(self) -> bool:
+        """The deep check: does the file's CRC-32 match its sidecar?"""
+        state = self.state()
+        return state is not None and self._checksum_matches(state)

@@ -1,0 +1,134 @@
+"""Reading texts to store: arguments, plain lines or JSON Lines, all validated up front.
+
+Any problem rejects the whole batch with one line naming it (and the line number), so a
+bad input never leaves half a batch stored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import IO, Any, Iterator, Sequence
+
+from . import clock
+from .errors import InputError
+from .records import LAYERS, NewRecord
+
+JSONL_FIELDS = {"text", "layer", "tags", "project", "session", "kind", "importance",
+                "created_at"}
+
+
+def check_text(text: str, max_bytes: int, where: str = "text") -> str:
+    """The text to store (surrounding whitespace removed), or an InputError saying why not."""
+    if "\0" in text:
+        raise InputError(f"{where}: contains a NUL byte")
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        raise InputError(f"{where}: {size} bytes is over the limit of {max_bytes} "
+                         "(setting max_text_bytes)")
+    text = text.strip()
+    if not text:
+        raise InputError(f"{where}: text is empty or only whitespace")
+    return text
+
+
+def check_layer(layer: Any, where: str = "layer") -> str:
+    if layer not in LAYERS:
+        raise InputError(f"{where}: unknown layer {layer!r} (choose {', '.join(LAYERS)})")
+    return layer
+
+
+def check_importance(value: Any, where: str = "importance") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(f"{where}: importance must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def from_args(texts: Sequence[str], template: NewRecord, max_bytes: int) -> list[NewRecord]:
+    where = "argument {}" if len(texts) > 1 else "text"
+    return [replace(template, text=check_text(t, max_bytes, where.format(n)))
+            for n, t in enumerate(texts, 1)]
+
+
+def _lines(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line) without ever holding more than one over-long line."""
+    number = 0
+    while True:
+        raw = stream.readline(max_bytes + 2)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_bytes + 1 or (len(raw) == max_bytes + 1 and not raw.endswith(b"\n")):
+            raise InputError(f"line {number}: over the limit of {max_bytes} bytes "
+                             "(setting max_text_bytes)")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"line {number}: invalid UTF-8 at byte {exc.start}") from None
+        yield number, line.rstrip("\r\n")
+
+
+def from_lines(stream: IO[bytes], template: NewRecord, max_bytes: int) -> list[NewRecord]:
+    """One record per non-empty line."""
+    items = []
+    for number, line in _lines(stream, max_bytes):
+        if "\0" in line:
+            raise InputError(f"line {number}: contains a NUL byte")
+        if line.strip():
+            items.append(replace(template, text=check_text(line, max_bytes, f"line {number}")))
+    if not items:
+        raise InputError("no text to store: the input is empty")
+    return items
+
+
+def from_jsonl(stream: IO[bytes], template: NewRecord, max_bytes: int) -> list[NewRecord]:
+    """One JSON object per non-empty line: ``text`` required, metadata optional."""
+    items = []
+    for number, line in _lines(stream, max_bytes):
+        if line.strip():
+            items.append(parse_object(line, number, template, max_bytes))
+    if not items:
+        raise InputError("no text to store: the input is empty")
+    return items
+
+
+def parse_object(line: str, number: int, template: NewRecord, max_bytes: int) -> NewRecord:
+    where = f"line {number}"
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - JSONL_FIELDS)
+    if unknown:
+        raise InputError(f"{where}: unknown field {unknown[0]!r} "
+                         f"(allowed: {', '.join(sorted(JSONL_FIELDS))})")
+    if "text" not in data:
+        raise InputError(f"{where}: missing field 'text'")
+    if not isinstance(data["text"], str):
+        raise InputError(f"{where}: 'text' must be a string, got {_json_type(data['text'])}")
+    changes: dict[str, Any] = {"text": check_text(data["text"], max_bytes, where)}
+    if "layer" in data:
+        changes["layer"] = check_layer(data["layer"], f"{where}: layer")
+    if "tags" in data:
+        tags = data["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+            raise InputError(f"{where}: 'tags' must be a list of non-empty strings")
+        changes["tags"] = tuple(sorted(set(template.tags) | {t.strip() for t in tags}))
+    for key in ("project", "session", "kind"):
+        if key in data and data[key] is not None:
+            if not isinstance(data[key], str) or not data[key].strip():
+                raise InputError(f"{where}: {key!r} must be a non-empty string")
+            changes[key] = data[key].strip()
+    if "importance" in data:
+        changes["importance"] = check_importance(data["importance"], f"{where}")
+    if "created_at" in data:
+        changes["created_at"] = clock.iso(clock.parse_time(data["created_at"],
+                                                           what=f"{where}: created_at"))
+    return replace(template, **changes)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)

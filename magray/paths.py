@@ -1,0 +1,69 @@
+"""Where magray keeps its files: one resolver, with a single-directory override.
+
+``MAGRAY_HOME`` (or ``--home``) puts everything under one directory::
+
+    $MAGRAY_HOME/config.toml   $MAGRAY_HOME/data/   $MAGRAY_HOME/backups/
+
+Otherwise the platform's user directories are used (platformdirs).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MagrayError
+
+APP = "magray"
+
+
+@dataclass(frozen=True)
+class Paths:
+    data: Path
+    config_file: Path
+    backups: Path
+
+    @property
+    def database(self) -> Path:
+        return self.data / "magray.db"
+
+    @property
+    def indexes(self) -> Path:
+        return self.data / "indexes"
+
+    def index_file(self, layer: str) -> Path:
+        return self.indexes / f"{layer}.usearch"
+
+    def ensure(self) -> None:
+        """Create the private data directories (0700) and refuse ones others can write to."""
+        for directory in (self.data, self.indexes):
+            make_private_dir(directory)
+
+
+def resolve(home: str | os.PathLike | None = None) -> Paths:
+    """Resolve paths: the ``home`` argument, else ``MAGRAY_HOME``, else platformdirs."""
+    home = home or os.environ.get("MAGRAY_HOME")
+    if home:
+        root = Path(home).expanduser().absolute()
+        return Paths(data=root / "data", config_file=root / "config.toml", backups=root / "backups")
+    import platformdirs
+
+    data = platformdirs.user_data_path(APP, appauthor=False)
+    config = platformdirs.user_config_path(APP, appauthor=False)
+    return Paths(data=data, config_file=config / "config.toml", backups=data / "backups")
+
+
+def make_private_dir(directory: Path) -> None:
+    """mkdir -p with mode 0700 for what we create; refuse a directory others may write to."""
+    if not directory.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    info = directory.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise MagrayError(f"{directory} is not a directory")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise MagrayError(
+            f"{directory} is writable by other users; refusing to use it (chmod 700 {directory})"
+        )

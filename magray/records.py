@@ -1,0 +1,109 @@
+"""The values that cross magray's library boundary: frozen, plain, JSON-ready."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+LAYERS = ("interact", "insights", "assets")  # from short-lived to permanent
+
+
+def content_hash(text: str) -> str:
+    """The identity of a text: same text in the same layer = same record."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """A validated text waiting to be stored."""
+
+    text: str
+    layer: str = "interact"
+    tags: tuple[str, ...] = ()
+    project: str | None = None
+    session: str | None = None
+    kind: str | None = None
+    importance: float = 0.0
+    created_at: str | None = None  # ISO 8601 UTC; None = now
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.text)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A stored record (its embedding stays in the database)."""
+
+    id: int
+    text: str
+    layer: str
+    kind: str | None
+    tags: tuple[str, ...]
+    project: str | None
+    session: str | None
+    created_at: str
+    updated_at: str
+    last_access: str | None
+    access_count: int
+    importance: float
+    content_hash: str
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return data
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the record, the rank score of the mode used, and its cosine
+    similarity to the query (None in keyword mode, where no query vector exists)."""
+
+    record: Record
+    score: float
+    similarity: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"score": round(self.score, 6),
+                "similarity": None if self.similarity is None else round(self.similarity, 6),
+                **self.record.to_dict()}
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of storing one text: its record id, and whether it joined an existing one."""
+
+    id: int
+    layer: str
+    duplicate: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Narrowing conditions shared by search, list and export. Times are ISO 8601 UTC."""
+
+    tags: tuple[str, ...] = ()
+    project: str | None = None
+    session: str | None = None
+    kind: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.tags or self.project or self.session or self.kind or self.since
+                    or self.until)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str
+    top_k: int = 10
+    layers: tuple[str, ...] = ()
+    mode: str = "hybrid"
+    min_score: float | None = None
+    filters: Filters = field(default_factory=Filters)
+    track: bool = True
