@@ -122,6 +122,9 @@ def normalise(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
+_LOADED: dict[tuple, tuple[Any, str | None, str | None]] = {}
+
+
 class SentenceTransformerEmbedder(Embedder):
     """A sentence-transformers model, loaded on first use."""
 
@@ -147,15 +150,25 @@ class SentenceTransformerEmbedder(Embedder):
     @property
     def dim(self) -> int:
         model = self.model
-        return int(self.truncate_dim or model.get_sentence_embedding_dimension())
+        size = getattr(model, "get_embedding_dimension", None) or \
+            model.get_sentence_embedding_dimension
+        return int(self.truncate_dim or size())
 
     # -- loading --------------------------------------------------------------------------
 
     @property
     def model(self) -> Any:
         if self._model is None:
-            self._model = self._load()
+            # One load per process and configuration: a library user (or a test suite) that
+            # opens many Memory objects pays for the model once.
+            if self._cache_key not in _LOADED:
+                _LOADED[self._cache_key] = (self._load(), self.device, self.fallback_reason)
+            self._model, self.device, self.fallback_reason = _LOADED[self._cache_key]
         return self._model
+
+    @property
+    def _cache_key(self) -> tuple:
+        return (self.source, self.truncate_dim, self.requested_device)
 
     def _load(self) -> Any:
         if not self.allow_download:
@@ -247,6 +260,7 @@ class SentenceTransformerEmbedder(Embedder):
         except Exception:  # noqa: BLE001 - a broken CUDA context: load afresh on the CPU
             model = self._load_model("cpu")
         self.device = "cpu"
+        _LOADED[self._cache_key] = (model, self.device, self.fallback_reason)
         return model
 
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -23,12 +22,12 @@ from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
                       content_hash)
-from .store import Store, VectorNeeded
+from .store import Store, VectorNeeded, fts_query
 
 Progress = Callable[[int], None]
 MODES = ("hybrid", "vector", "keyword")
 EXACT_LIMIT = 20_000  # filtered candidate sets up to this size are searched exactly
-RRF_K = 60
+HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
 
 
@@ -200,7 +199,8 @@ class Memory:
             qvec = self._vectors([request.query], "query")[0]
             ranked = self._vector(qvec, layers, request.filters, pool)
             if request.mode == "hybrid":
-                ranked = _fuse(ranked, self._keyword(request.query, layers, request.filters, pool))
+                keyword = self._keyword(request.query, layers, request.filters, pool)
+                ranked = self._fuse(qvec, ranked, keyword)
         hits = self._hits(ranked, qvec, request)
         if request.track:
             self.db.touch([h.record.id for h in hits])
@@ -271,6 +271,18 @@ class Memory:
                                     (*params, *ids))
         return [r[0] for r in rows]
 
+    def _fuse(self, qvec: np.ndarray, vector: list[tuple[int, float]],
+              keyword: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Hybrid ranking: HYBRID_ALPHA x cosine similarity + the rest x BM25 relative to the
+        best keyword hit. Candidates from either list; every one scored on both."""
+        bm25 = dict(keyword)
+        top = max(bm25.values(), default=0.0) or 1.0
+        ids = list(dict.fromkeys([i for i, _ in vector] + list(bm25)))
+        sims = self._similarities(qvec, ids)
+        fused = {i: HYBRID_ALPHA * sims[i] + (1 - HYBRID_ALPHA) * bm25.get(i, 0.0) / top
+                 for i in ids if i in sims}
+        return sorted(fused.items(), key=lambda kv: -kv[1])
+
     def _exact(self, qvec: np.ndarray, ids: Sequence[int], n: int) -> list[tuple[int, float]]:
         keys, vectors = self.db.vectors(ids, self.dim)
         if not len(keys):
@@ -281,25 +293,13 @@ class Memory:
 
     def _keyword(self, query: str, layers: Sequence[str], filters: Filters, n: int
                  ) -> list[tuple[int, float]]:
-        words = re.findall(r"\w+", query)
-        if not words:
-            return []
-        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-        return self.db.keyword_search(match, layers, filters, n)
+        match = fts_query(query)
+        return self.db.keyword_search(match, layers, filters, n) if match else []
 
     # -- reading --------------------------------------------------------------------------
 
     def get(self, record_id: int) -> Record | None:
         return self.db.records([record_id]).get(record_id)
-
-
-def _fuse(*rankings: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: each list adds 1/(60 + rank) for the records it holds."""
-    fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, (record_id, _) in enumerate(ranking, 1):
-            fused[record_id] = fused.get(record_id, 0.0) + 1.0 / (RRF_K + rank)
-    return sorted(fused.items(), key=lambda kv: -kv[1])
 
 
 def _check_request(request: SearchRequest) -> None:

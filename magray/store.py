@@ -13,6 +13,7 @@ structures in step inside the same transactions:
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -342,6 +343,25 @@ class Store:
             "DO UPDATE SET last_used = excluded.last_used",
             [(model, digest, np.asarray(vec, dtype=np.float32).tobytes(), when)
              for digest, vec in items])
+
+
+# Words too common to say anything about a note; dropped from keyword queries unless the
+# query holds nothing else.
+STOPWORDS = frozenset("""
+a about above after again all also am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers him his how i if in into is it its itself just me more
+most my no nor not now of off on once only or other our out over own same she should so some
+such than that the their them then there these they this those through to too under until up
+very was we were what when where which while who whom why will with would you your
+""".split())
+
+
+def fts_query(text: str) -> str:
+    """A safe FTS5 query for free text: each word quoted, OR-ed, stopwords dropped."""
+    words = list(dict.fromkeys(w.lower() for w in re.findall(r"\w+", text)))
+    useful = [w for w in words if w not in STOPWORDS] or words
+    return " OR ".join('"' + w + '"' for w in useful)
 
 
 def filter_sql(layers: Sequence[str], filters: Filters, table: str = "records"

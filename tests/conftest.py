@@ -1,0 +1,112 @@
+"""Shared fixtures: every test gets its own MAGRAY_HOME, offline, with no stray settings."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magray.embedding import Embedder
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    for key in list(os.environ):
+        if key.startswith("MAGRAY_") or key == "NO_COLOR":
+            monkeypatch.delenv(key)
+    path = tmp_path / "home"
+    monkeypatch.setenv("MAGRAY_HOME", str(path))
+    return path
+
+
+class FakeEmbedder(Embedder):
+    """Deterministic bag-of-words vectors: for tests of logic that is not about meaning."""
+
+    def __init__(self, dim: int = 64, name: str = "fake-bow"):
+        self._dim = dim
+        self.name = name
+        self.calls = 0
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed_documents(self, texts):
+        self.calls += 1
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                digest = hashlib.md5(word.encode()).digest()
+                out[row, digest[0] % self._dim] += 1.0 if digest[1] % 2 else -1.0
+            out[row, hashlib.md5(text.encode()).digest()[2] % self._dim] += 0.01
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+@pytest.fixture
+def fake_memory(home):
+    from magray import Memory
+
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        yield memory
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The shipped all-MiniLM-L6-v2, loaded once for the whole session."""
+    from magray.embedding import SentenceTransformerEmbedder, default_model_roots
+
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2", roots=default_model_roots(
+        Path("/nonexistent")), device="cpu")
+    embedder.dim  # load now
+    return embedder
+
+
+@pytest.fixture
+def memory(home, real_embedder):
+    from magray import Memory
+
+    with Memory.open(home, embedder=real_embedder) as memory:
+        yield memory
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, out={self.out[:300]!r}, err={self.err[:300]!r})"
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run ``magray`` in this process, as the console script does (one-line errors, exit
+    codes), with bytes on stdin and text captured from stdout and stderr."""
+    from magray.cli import main, output
+
+    def run(*args: str, stdin: bytes | None = None, tty: bool = False) -> Result:
+        out, err = io.StringIO(), io.StringIO()
+        fake_in = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8")
+        fake_in.isatty = lambda: stdin is None and tty  # type: ignore[method-assign]
+        monkeypatch.setattr(sys, "stdin", fake_in)
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stderr", err)
+        output._console.cache_clear()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            output._console.cache_clear()
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return run
