@@ -241,7 +241,7 @@ class Memory:
         found: dict[int, float] = {}
         for layer in layers:
             found.update(self._ann_layer(qvec, layer, filters, n))
-        return sorted(found.items(), key=lambda kv: -kv[1])[:n]
+        return sorted(found.items(), key=_best_first)[:n]
 
     def _ann_layer(self, qvec: np.ndarray, layer: str, filters: Filters, n: int
                    ) -> dict[int, float]:
@@ -281,14 +281,14 @@ class Memory:
         sims = self._similarities(qvec, ids)
         fused = {i: HYBRID_ALPHA * sims[i] + (1 - HYBRID_ALPHA) * bm25.get(i, 0.0) / top
                  for i in ids if i in sims}
-        return sorted(fused.items(), key=lambda kv: -kv[1])
+        return sorted(fused.items(), key=_best_first)
 
     def _exact(self, qvec: np.ndarray, ids: Sequence[int], n: int) -> list[tuple[int, float]]:
         keys, vectors = self.db.vectors(ids, self.dim)
         if not len(keys):
             return []
         scores = vectors @ qvec
-        top = np.argsort(-scores, kind="stable")[:n]
+        top = np.lexsort((keys, -scores))[:n]  # best first; ties by id
         return [(int(keys[i]), float(scores[i])) for i in top]
 
     def _keyword(self, query: str, layers: Sequence[str], filters: Filters, n: int
@@ -300,6 +300,11 @@ class Memory:
 
     def get(self, record_id: int) -> Record | None:
         return self.db.records([record_id]).get(record_id)
+
+
+def _best_first(item: tuple[int, float]) -> tuple[float, int]:
+    """Sort key: higher score first, ties broken by the older (smaller) id."""
+    return -item[1], item[0]
 
 
 def _check_request(request: SearchRequest) -> None:

@@ -31,7 +31,7 @@ def home(tmp_path, monkeypatch) -> Path:
 class FakeEmbedder(Embedder):
     """Deterministic bag-of-words vectors: for tests of logic that is not about meaning."""
 
-    def __init__(self, dim: int = 64, name: str = "fake-bow"):
+    def __init__(self, dim: int = 128, name: str = "fake-bow"):
         self._dim = dim
         self.name = name
         self.calls = 0
@@ -47,7 +47,9 @@ class FakeEmbedder(Embedder):
             for word in re.findall(r"\w+", text.lower()):
                 digest = hashlib.md5(word.encode()).digest()
                 out[row, digest[0] % self._dim] += 1.0 if digest[1] % 2 else -1.0
-            out[row, hashlib.md5(text.encode()).digest()[2] % self._dim] += 0.01
+            seed = int.from_bytes(hashlib.md5(text.encode()).digest()[:4], "little")
+            noise = np.random.default_rng(seed).standard_normal(self._dim)
+            out[row] += 0.3 * noise / np.linalg.norm(noise)  # no two texts tie
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 

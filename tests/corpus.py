@@ -49,3 +49,18 @@ TWINS = ([f"vendor invoice INV-{20000 + 37 * i} was paid in {m}" for i, m in
          + [f"host db-{i:04x} runs the billing replica" for i in range(1000, 1040, 3)]
          + [f"ticket OPS-{4400 + i}: rotate the TLS certificate on the edge proxy"
             for i in range(0, 60, 7)])
+
+_MORE_SUBJECTS = _SUBJECTS + ["the pilot", "grandpa", "the mayor", "a chef", "the intern"]
+_MORE_VERBS = _VERBS + ["cleaned", "forgot", "ordered", "measured", "delivered"]
+_MORE_OBJECTS = _OBJECTS + ["the server rack", "a broken umbrella", "three kilos of apples",
+                            "the tax forms", "a vintage camera"]
+
+
+def sentences(count: int) -> list[str]:
+    """``count`` distinct, plausible short sentences (up to 3375)."""
+    return [f"{s} {v} {o}" for s, v, o in itertools.islice(
+        itertools.product(_MORE_SUBJECTS, _MORE_VERBS, _MORE_OBJECTS), count)]
+
+
+QUERIES = [f"{s} {v} {o}" for s, v, o in itertools.islice(itertools.product(
+    ["someone", "a friend", "the boss"], ["fixed", "bought", "saw"], _MORE_OBJECTS), 100)]
