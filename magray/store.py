@@ -13,6 +13,7 @@ structures in step inside the same transactions:
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import uuid
@@ -116,6 +117,7 @@ class Store:
     @classmethod
     def open(cls, path: Path, *, busy_timeout: float = 60.0) -> "Store":
         """Open (creating and migrating as needed) the database at ``path``."""
+        _prepare_private(path)
         try:
             conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
                                    check_same_thread=False)
@@ -385,6 +387,18 @@ def filter_sql(layers: Sequence[str], filters: Filters, table: str = "records"
         clauses.append(f"{t}.created_at <= ?")
         params.append(filters.until)
     return " AND ".join(clauses), params
+
+
+def _prepare_private(path: Path) -> None:
+    """Refuse symlinks planted at the database or its WAL/SHM files, and create a new
+    database 0600 (SQLite gives the WAL and SHM files the database file's mode)."""
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if candidate.is_symlink():
+            raise MagrayError(f"{candidate} is a symbolic link; refusing to write through it")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _record(row: Sequence) -> Record:

@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     import typer.main
     from typer import TyperException
 
+    os.umask(0o077)  # everything magray writes is private to the user
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="magray", standalone_mode=False)
