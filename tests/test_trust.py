@@ -113,8 +113,9 @@ def test_kill_9_during_bulk_store(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for run in range(20):
         home = tmp_path / f"run{run}"
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "crash_driver.py"),
-                                 str(home), "4000", "50"], stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "driver.py"), "store",
+                                 str(home), "crash", "4000", "50"], stdout=subprocess.PIPE,
+                                env=env)
         time.sleep(rng.uniform(0.3, 1.5))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
@@ -184,3 +185,30 @@ def test_config_loader_accepts_only_valid_settings(tmp_path, table):
         for name in table:
             assert name in config.SPEC
             assert isinstance(getattr(settings_, name), type(config.SPEC[name].default))
+
+
+# -- many processes at once -----------------------------------------------------------------
+
+def test_concurrent_stores_and_searches(tmp_path):
+    home = tmp_path / "home"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = [sys.executable, str(ROOT / "tests" / "driver.py")]
+    stores = [subprocess.Popen(driver + ["store", str(home), f"w{w}", "200", "25"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+              for w in range(8)]
+    searches = [subprocess.Popen(driver + ["search", str(home), "15"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    acknowledged = []
+    for proc in stores + searches:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert b"locked" not in err
+        if proc in stores:
+            acknowledged += [int(x) for x in out.split()]
+    assert len(acknowledged) == len(set(acknowledged)) == 1600
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        rows = memory.db.conn.execute("SELECT count(*), count(DISTINCT text) FROM records")
+        assert rows.fetchone() == (1600, 1600)
+        index = memory.index("interact")
+        assert index.staleness() == ""
+        assert index.state().count == 1600 == len(index.open_view())
