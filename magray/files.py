@@ -17,13 +17,17 @@ def temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.tmp-{os.getpid()}")
 
 
+def leftovers(target: Path) -> list[Path]:
+    """Temporary files of ``target`` (a writer's in progress, or a crashed writer's)."""
+    return list(target.parent.glob(f".{target.name}.tmp-*"))
+
+
 def remove_leftovers(target: Path) -> int:
     """Delete temporary files a crashed writer of ``target`` left; call under its lock."""
-    removed = 0
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+    found = leftovers(target)
+    for leftover in found:
         leftover.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return len(found)
 
 
 @contextmanager

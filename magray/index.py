@@ -106,6 +106,8 @@ class LayerIndex:
             return f"behind the database ({head - state.seq} changes)"
         if state.count != self.store.count(self.layer):
             return "record count differs from the database"
+        if files.leftovers(self.path) or files.leftovers(self.sidecar):
+            return "temporary files left by an interrupted writer"
         return ""
 
     def open_view(self) -> "Index | None":
@@ -115,15 +117,23 @@ class LayerIndex:
         if self.staleness(state):
             self.sync()
             state = self.state()
-        if state is None or state.count == 0:
-            return None
         from usearch.index import Index
 
-        view = Index.restore(str(self.path), view=True)
-        if view is None or len(view) != state.count:
-            raise IntegrityError(f"the {self.layer} index could not be read after repair")
-        view.expansion_search = self.ef_search
-        return view
+        for _ in range(10):
+            if state is None or state.count == 0:
+                return None
+            try:
+                view = Index.restore(str(self.path), view=True)
+            except (ValueError, RuntimeError, OSError):
+                view = None
+            if view is not None and len(view) == state.count:
+                view.expansion_search = self.ef_search
+                return view
+            # Another process replaced the file after we read its sidecar: the file can only
+            # have moved forward, so read the newer sidecar and look again.
+            state = self.state()
+        raise IntegrityError(f"the {self.layer} index keeps disagreeing with its metadata; "
+                             "run `magray optimize`")
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Approximate top-k (record id, inner product) for one normalised query vector."""
@@ -139,6 +149,7 @@ class LayerIndex:
         """Bring the index file in step with the database, under the layer's lock."""
         with locked(self.lock_path, timeout=self.lock_timeout):
             files.remove_leftovers(self.path)
+            files.remove_leftovers(self.sidecar)
             state = self.state()
             reason = "rebuild requested" if rebuild else self.staleness(state)
             if not reason:

@@ -125,3 +125,31 @@ def test_changed_settings_rebuild(indexed, home):
         assert "other settings" in other.index("interact").staleness()
         assert _results(other, queries) == before
         assert other.index("interact").state().spec.m == 8
+
+
+@pytest.mark.parametrize("moment", ["before index rename", "after index rename"])
+def test_fault_around_the_index_rename(indexed, monkeypatch, moment):
+    """A writer dies just before or just after renaming the new index into place: the
+    record is in the database, the next command repairs the index, nothing is left over."""
+    memory, queries, before = indexed
+    import magray.files as files
+
+    real_replace = os.replace
+
+    def faulty(src, dst):
+        if str(dst).endswith(".usearch") and moment == "before index rename":
+            raise OSError("simulated crash before rename")
+        real_replace(src, dst)
+        if str(dst).endswith(".usearch") and moment == "after index rename":
+            raise OSError("simulated crash after rename")
+
+    monkeypatch.setattr(files.os, "replace", faulty)
+    with pytest.raises(OSError, match="simulated crash"):
+        memory.store_texts(["a note stored during a crash"])
+    monkeypatch.undo()
+    index = memory.index("interact")
+    assert index.staleness() != ""
+    hits = memory.search("a note stored during a crash", mode="vector", top_k=1, track=False)
+    assert hits[0].record.text == "a note stored during a crash"
+    assert index.staleness() == "" and index.state().count == 301
+    assert not files.leftovers(index.path) and not files.leftovers(index.sidecar)
