@@ -146,8 +146,18 @@ class Memory:
             results += self._store_batch(items[start:start + STORE_BATCH])
             if progress:
                 progress(min(STORE_BATCH, len(items) - start))
-        self.sync(sorted({r.layer for r in results}))
+        self._sync_after_write(sorted({r.layer for r in results}))
         return results
+
+    def _sync_after_write(self, layers: Iterable[str]) -> None:
+        """Update indexes after a committed write. The records are safe in the database
+        already, so a failure here is a warning: the next command repairs the index."""
+        for layer in layers:
+            try:
+                self.index(layer).sync()
+            except OSError as exc:
+                self.warn(f"the {layer} index could not be saved ({exc.strerror or exc}); "
+                          "the next command will repair it")
 
     def store_texts(self, texts: Sequence[str], **fields) -> list[Stored]:
         """Convenience: store plain texts with shared metadata (layer, tags, project...)."""

@@ -100,8 +100,7 @@ def test_crash_between_index_rename_and_sidecar(indexed, monkeypatch):
 
     real = files.write_atomic
     monkeypatch.setattr(files, "write_atomic", lambda *a: (_ for _ in ()).throw(OSError("boom")))
-    with pytest.raises(OSError):
-        memory.store_texts(["one more note on the lighthouse"])
+    memory.store_texts(["one more note on the lighthouse"])
     monkeypatch.setattr(files, "write_atomic", real)
     index = memory.index("interact")
     assert index.staleness() != ""
@@ -144,9 +143,11 @@ def test_fault_around_the_index_rename(indexed, monkeypatch, moment):
             raise OSError("simulated crash after rename")
 
     monkeypatch.setattr(files.os, "replace", faulty)
-    with pytest.raises(OSError, match="simulated crash"):
-        memory.store_texts(["a note stored during a crash"])
+    warnings = []
+    monkeypatch.setattr(memory, "warn", warnings.append)
+    memory.store_texts(["a note stored during a crash"])  # acknowledged: it is in the database
     monkeypatch.undo()
+    assert "the next command will repair it" in warnings[0]
     index = memory.index("interact")
     assert index.staleness() != ""
     hits = memory.search("a note stored during a crash", mode="vector", top_k=1, track=False)

@@ -20,11 +20,17 @@ class MagrayGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except MagrayError as exc:
-            if os.environ.get("MAGRAY_DEBUG"):
+        except (MagrayError, OSError) as exc:
+            if os.environ.get("MAGRAY_DEBUG") or isinstance(exc, BrokenPipeError):
                 raise
-            output.error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
+            output.error(str(exc) if isinstance(exc, MagrayError) else _describe(exc))
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+
+
+def _describe(exc: OSError) -> str:
+    """An OS failure (disk full, permission denied...) as one line."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 app = typer.Typer(
