@@ -92,6 +92,21 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+def model_key(name: str, truncate_dim: int = 0) -> str:
+    """The name of a vector space: the model, and its Matryoshka truncation if any."""
+    return f"{name}@{truncate_dim}" if truncate_dim else name
+
+
+def from_settings(settings: Any, data_dir: Path, warn: Warn | None = None
+                  ) -> "SentenceTransformerEmbedder":
+    """The configured model (not loaded yet): ``model``, ``device`` and related settings."""
+    s = settings
+    roots = default_model_roots(data_dir) + [Path(r) for r in s.model_roots]
+    return SentenceTransformerEmbedder(
+        s.model, roots=roots, device=s.device, truncate_dim=s.truncate_dim,
+        batch_size=s.batch_size, threads=s.threads, allow_download=s.allow_download, warn=warn)
+
+
 class Embedder:
     """What magray needs of a model: documents and queries in, normalised float32 out.
 
@@ -145,7 +160,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.truncate_dim}" if self.truncate_dim else self.name
+        return model_key(self.name, self.truncate_dim or 0)
 
     @property
     def dim(self) -> int:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -28,6 +30,7 @@ from . import clock
 from .errors import BusyError, IntegrityError, MagrayError
 from .records import Filters, NewRecord, Record
 
+OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
 
@@ -96,6 +99,45 @@ def m001_records(db: sqlite_utils.Database) -> None:
         PRIMARY KEY (model, text_hash)
     ) WITHOUT ROWID;
     """)
+
+
+@migrations()
+def m002_ops(db: sqlite_utils.Database) -> None:
+    # Figures magray keeps about itself for `magray status`: the recent operations (a bounded
+    # window, for latency percentiles and the cache hit rate) and running totals (counters).
+    # The index on embed_cache lets status count cache entries without reading the vectors.
+    db.executescript("""
+    CREATE TABLE ops (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        op TEXT NOT NULL,                      -- 'store' or 'search'
+        finished_at TEXT NOT NULL,             -- fixed-width ISO 8601 UTC
+        seconds REAL NOT NULL,                 -- wall time of the call
+        items INTEGER NOT NULL,                -- texts given to store / hits returned
+        cache_hits INTEGER NOT NULL,           -- embedding-cache lookups that hit
+        cache_misses INTEGER NOT NULL          -- ... and that had to run the model
+    );
+    CREATE INDEX ops_op ON ops(op, id);
+    CREATE TABLE op_totals (
+        op TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        items INTEGER NOT NULL,
+        cache_hits INTEGER NOT NULL,
+        cache_misses INTEGER NOT NULL
+    );
+    CREATE INDEX embed_cache_last_used ON embed_cache(last_used);
+    """)
+
+
+@dataclass
+class Op:
+    """One store or search call being timed; written in the call's own write transaction."""
+
+    name: str
+    started: float  # time.perf_counter() at the call's start
+    items: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 class VectorNeeded(Exception):
@@ -229,14 +271,32 @@ class Store:
              np.ascontiguousarray(vector, dtype=np.float32).tobytes()))
         return cursor.lastrowid, False
 
-    def touch(self, ids: Sequence[int]) -> None:
-        """Count the records as accessed now."""
-        if not ids:
+    def touch(self, ids: Sequence[int], op: Op | None = None) -> None:
+        """Count the records as accessed now (and record ``op`` in the same transaction)."""
+        if not ids and op is None:
             return
         with self.write() as conn:
-            conn.execute(
-                f"UPDATE records SET access_count = access_count + 1, last_access = ? "
-                f"WHERE id IN ({_marks(ids)})", (clock.now_iso(), *ids))
+            if ids:
+                conn.execute(
+                    f"UPDATE records SET access_count = access_count + 1, last_access = ? "
+                    f"WHERE id IN ({_marks(ids)})", (clock.now_iso(), *ids))
+            if op is not None:
+                self.record_op(conn, op)
+
+    def record_op(self, conn: sqlite3.Connection, op: Op) -> None:
+        """Log a finished operation inside a write transaction; keep the last OPS_KEEP."""
+        seconds = time.perf_counter() - op.started
+        row = conn.execute(
+            "INSERT INTO ops (op, finished_at, seconds, items, cache_hits, cache_misses) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (op.name, clock.now_iso(), seconds, op.items, op.cache_hits, op.cache_misses))
+        conn.execute("DELETE FROM ops WHERE id <= ?", (row.lastrowid - OPS_KEEP,))
+        conn.execute(
+            "INSERT INTO op_totals VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT(op) DO UPDATE SET "
+            "count = count + 1, seconds = seconds + excluded.seconds, "
+            "items = items + excluded.items, cache_hits = cache_hits + excluded.cache_hits, "
+            "cache_misses = cache_misses + excluded.cache_misses",
+            (op.name, seconds, op.items, op.cache_hits, op.cache_misses))
 
     def records(self, ids: Sequence[int]) -> dict[int, Record]:
         """Records by id (missing ids are simply absent)."""
