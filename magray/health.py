@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__, clock, config, paths
-from .errors import MagrayError
+from .errors import BusyError, MagrayError
+from .locks import locked
 from .records import LAYERS
 
 if TYPE_CHECKING:
     from .embedding import Embedder
+    from .index import LayerIndex
     from .store import Store
 
 SEVERITIES = ("info", "warning", "error")
@@ -362,16 +364,36 @@ class _Checker:
         spec = IndexSpec(dim=dim, dtype=s.index_dtype, m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction)
         index = LayerIndex(self.where.indexes, layer, spec, self.store)
+        alert, found = self._judge(index, records)
+        if alert is not None and alert.severity == "error" and index.lock_path.exists():
+            # A writer may be between renaming the index file and its sidecar: wait for it
+            # (a shared lock changes nothing on disk) and look again.
+            try:
+                with locked(index.lock_path, timeout=self.settings.busy_timeout, shared=True):
+                    alert, found = self._judge(index, records)
+            except BusyError:
+                pass
+        if alert is not None:
+            self.alerts.append(alert)
+        return found
+
+    def _judge(self, index: "LayerIndex", records: int) -> tuple[Alert | None, IndexHealth]:
+        layer, path, spec = index.layer, index.path, index.spec
+        size = _size_or_none(path)
         state = index.state()
         if state is None and size is None and records == 0 and not index.sidecar.exists():
-            return IndexHealth(str(path), None, None, fresh=True)  # never needed one
+            return None, IndexHealth(str(path), None, None, fresh=True)  # never needed one
         problem = index.staleness(state)
         header = read_index_header(path) if size is not None else None
         severity, code, message, remedy = "error", "", "", OPTIMIZE
-        if state is None:
-            code = "index_missing" if size is None else "index_corrupt"
-            message = (f"the index for {layer} is missing ({records:,} records)"
-                       if size is None else f"the index metadata for {layer} is unreadable")
+        if state is None and size is None and not index.sidecar.exists():
+            # Never built (or the indexes directory was cleared): the next search builds it.
+            severity, code = "warning", "index_stale"
+            message = f"the index for {layer} is not built yet ({records:,} records)"
+            remedy = "run `magray optimize` (the next search also builds it)"
+        elif state is None:
+            code = "index_corrupt"
+            message = f"the index metadata for {layer} is unreadable"
         elif state.store_id != self.store.store_id:
             code, message = "index_foreign", f"the index for {layer} belongs to another database"
         elif size is None:
@@ -394,10 +416,9 @@ class _Checker:
         elif problem:
             code = "index_corrupt" if "changed" in problem else "index_mismatch"
             message = f"the index for {layer} disagrees with the database: {problem}"
-        if code:
-            self.alert(severity, code, message, remedy, layer)
-        return IndexHealth(str(path), size, state.count if state else None, fresh=not problem,
-                           problem=problem)
+        alert = Alert(severity, code, message, remedy, layer) if code else None
+        return alert, IndexHealth(str(path), size, state.count if state else None,
+                                  fresh=not problem, problem=problem)
 
     # -- the model, its cache, and the operations -----------------------------------------
 

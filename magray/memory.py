@@ -111,7 +111,7 @@ class Memory:
         cached = self.db.cached_vectors(model, digests, dim) if dim else {}
         missing = sorted({d: t for d, t in zip(digests, texts) if d not in cached}.items())
         if self._op is not None:
-            self._op.cache_hits += len(digests) - sum(d not in cached for d in digests)
+            self._op.cache_hits += sum(d in cached for d in digests)
             self._op.cache_misses += len(missing)
         if missing:
             embed = (self.embedder.embed_query if role == "query" else None)

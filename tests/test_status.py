@@ -172,6 +172,42 @@ def test_index_rewritten_behind_its_sidecar_is_an_error(filled, cli, home):
     assert "file changed on disk" in only_alert(data, "index_corrupt")["message"]
 
 
+def test_a_writer_between_its_two_renames_is_waited_for(filled, cli, home, monkeypatch):
+    """sync renames the index file, then its sidecar, under the layer's lock: status must not
+    call that moment damage."""
+    import threading
+
+    from magray import files
+    from magray.locks import locked
+
+    indexes = home / "data" / "indexes"
+    renamed, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with locked(indexes / "interact.lock", timeout=10):
+            path = indexes / "interact.usearch"
+            path.write_bytes(path.read_bytes())  # the new file is in place...
+            renamed.set()
+            release.wait(10)
+            sidecar = json.loads((indexes / "interact.json").read_text())
+            info = path.stat()
+            sidecar.update(size=info.st_size, mtime_ns=info.st_mtime_ns, crc32=files.crc32(path))
+            (indexes / "interact.json").write_text(json.dumps(sidecar))  # ...then its sidecar
+
+    def waiting(*args, **kwargs):  # status saw the mismatch and waits for the lock
+        release.set()
+        return locked(*args, **kwargs)
+
+    monkeypatch.setattr(health, "locked", waiting)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    renamed.wait(10)
+    result, data = status_json(cli)
+    thread.join()
+    assert release.is_set()
+    assert result.code == 0 and data["layers"]["interact"]["index"]["fresh"], data["alerts"]
+
+
 def test_unreadable_sidecar_and_missing_index_are_errors(filled, cli, home):
     indexes = home / "data" / "indexes"
     (indexes / "interact.json").write_text("{not json")
@@ -181,6 +217,15 @@ def test_unreadable_sidecar_and_missing_index_are_errors(filled, cli, home):
     assert only_alert(data, "index_corrupt")["layer"] == "interact"
     missing = only_alert(data, "index_missing")
     assert missing["layer"] == "insights" and missing["severity"] == "error"
+
+
+def test_index_never_built_is_a_warning(filled, cli, home):
+    for name in ("interact.usearch", "interact.json"):  # as if the process died before
+        (home / "data" / "indexes" / name).unlink()   # its first index was saved
+    result, data = status_json(cli)
+    assert result.code == 0
+    alert = only_alert(data, "index_stale")
+    assert alert["layer"] == "interact" and "not built yet (3 records)" in alert["message"]
 
 
 def test_index_from_another_database_is_an_error(filled, cli, home, tmp_path):
