@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import ConfigError, ModelError
+from .records import model_key
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _SHIPPED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
@@ -90,11 +91,6 @@ def usable_cores() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
-
-
-def model_key(name: str, truncate_dim: int = 0) -> str:
-    """The name of a vector space: the model, and its Matryoshka truncation if any."""
-    return f"{name}@{truncate_dim}" if truncate_dim else name
 
 
 def from_settings(settings: Any, data_dir: Path, warn: Warn | None = None

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import __version__, clock, config, paths
 from .errors import BusyError, MagrayError
 from .locks import locked
-from .records import LAYERS
+from .reader import Reader
+from .records import LAYERS, model_key
 
 if TYPE_CHECKING:
     from .embedding import Embedder
     from .index import LayerIndex
-    from .store import Store
 
 SEVERITIES = ("info", "warning", "error")
 OPERATIONS = ("store", "search")
@@ -156,7 +156,6 @@ class Health:
     database_exists: bool
     database_bytes: int  # the database file and its write-ahead log
     store_id: str | None
-    schema_pending: tuple[str, ...]
     layers: tuple[LayerHealth, ...]
     model: ModelHealth
     cache: CacheHealth
@@ -186,8 +185,7 @@ class Health:
                       "backups": self.backups_dir},
             "config_exists": self.config_exists,
             "database": {"exists": self.database_exists, "bytes": self.database_bytes,
-                         "store_id": self.store_id,
-                         "schema_pending": list(self.schema_pending)},
+                         "store_id": self.store_id},
             "layers": {layer.name: {**asdict(layer), "capacity_used": layer.capacity_used}
                        for layer in self.layers},
             "model": model,
@@ -219,7 +217,7 @@ class _Checker:
         self.settings = settings
         self.now = clock.now()
         self.alerts: list[Alert] = []
-        self.store: Store | None = None
+        self.store: Reader | None = None
         self.tables: set[str] = set()
 
     def alert(self, severity: str, code: str, message: str, remedy: str,
@@ -245,49 +243,49 @@ class _Checker:
             config_file=str(where.config_file), config_exists=where.config_file.is_file(),
             backups_dir=str(where.backups), database_exists=where.database.is_file(),
             database_bytes=_size(where.database) + _size(_wal(where.database)),
-            store_id=facts["store_id"], schema_pending=facts["schema_pending"],
+            store_id=facts["store_id"],
             layers=facts["layers"], model=model, cache=facts["cache"],
             operations=facts["operations"], backups=backups,
             alerts=tuple(sorted(self.alerts, key=lambda a: order[a.severity])))
 
     # -- the database ---------------------------------------------------------------------
 
-    def _open(self) -> "Store | None":
+    def _open(self) -> Reader | None:
         """The database, read-only; None when there is none (or it cannot be read)."""
         path = self.where.database
         if not path.is_file():
             return None
         try:
-            conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None,
-                                   timeout=self.settings.busy_timeout, check_same_thread=False)
-            self.tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            reader = Reader.open_readonly(path, busy_timeout=self.settings.busy_timeout)
+        except MagrayError as exc:
+            self._unreadable(exc)
+            return None
+        try:
+            self.tables = reader.tables()
         except sqlite3.DatabaseError as exc:
+            reader.close()
             self._unreadable(exc)
             return None
         if not {"meta", "records", "index_log", "embed_cache"} <= self.tables:
-            conn.close()
+            reader.close()
             self.alert("error", "database_unreadable",
                        f"{path} is not a magray database",
                        "move it away, or restore a backup with `magray restore`")
             return None
-        from .store import Store
+        return reader
 
-        return Store(conn, path, self.settings.busy_timeout)
-
-    def _unreadable(self, exc: sqlite3.DatabaseError) -> None:
+    def _unreadable(self, exc: Exception) -> None:
         self.alert("error", "database_unreadable",
                    f"the database {self.where.database} cannot be read: {exc}",
                    "restore the latest backup with `magray restore`")
 
-    def _read_database(self, store: "Store | None") -> dict[str, Any]:
+    def _read_database(self, store: Reader | None) -> dict[str, Any]:
         if store is not None:
             self.store, alerts_before = store, len(self.alerts)
             try:
                 with store.read():  # one snapshot for every figure
                     model = self._model(store)
-                    return {"store_id": store.store_id, "schema_pending": self._pending(),
-                            "model": model,
+                    return {"store_id": store.store_id, "model": model,
                             "layers": tuple(self._layer(name, model.dimension)
                                             for name in LAYERS),
                             "cache": self._cache(), "operations": self._operations()}
@@ -295,21 +293,11 @@ class _Checker:
                 del self.alerts[alerts_before:]
                 self._unreadable(exc)
             self.store = None
-        return {"store_id": None, "schema_pending": (), "model": self._model(None),
+        return {"store_id": None, "model": self._model(None),
                 "layers": tuple(self._layer(name) for name in LAYERS),
                 "cache": CacheHealth(0, 0, 0, 0, 0),
                 "operations": tuple(OperationStats(op, 0, None, None, None, 0, 0.0)
                                     for op in OPERATIONS)}
-
-    def _pending(self) -> tuple[str, ...]:
-        from .store import migrations
-
-        pending = tuple(m.name for m in migrations.pending(self.store.db))
-        if pending:
-            self.alert("info", "schema_pending",
-                       f"the database schema is behind this magray ({', '.join(pending)})",
-                       "nothing to do: the next command that writes upgrades it")
-        return pending
 
     # -- layers and their indexes ---------------------------------------------------------
 
@@ -363,7 +351,7 @@ class _Checker:
         s = self.settings
         spec = IndexSpec(dim=dim, dtype=s.index_dtype, m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction)
-        index = LayerIndex(self.where.indexes, layer, spec, self.store)
+        index = LayerIndex(self.where.indexes, layer, spec, self.store)  # type: ignore[arg-type]
         alert, found = self._judge(index, records)
         if alert is not None and alert.severity == "error" and index.lock_path.exists():
             # A writer may be between renaming the index file and its sidecar: wait for it
@@ -422,9 +410,7 @@ class _Checker:
 
     # -- the model, its cache, and the operations -----------------------------------------
 
-    def _model(self, store: "Store | None") -> ModelHealth:
-        from .embedding import model_key
-
+    def _model(self, store: Reader | None) -> ModelHealth:
         s = self.settings
         configured_key = model_key(s.model, s.truncate_dim)
         recorded = recorded_key = dim = None

@@ -27,7 +27,8 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import clock
-from .errors import BusyError, IntegrityError, MagrayError
+from .errors import IntegrityError
+from .reader import Reader, _translate
 from .records import Filters, NewRecord, Record
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
@@ -144,14 +145,12 @@ class VectorNeeded(Exception):
     """A text thought to be stored already was deleted before the write: embed it after all."""
 
 
-class Store:
-    """An open magray database."""
+class Store(Reader):
+    """An open magray database (the read queries status also needs are in ``Reader``)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
-        self.conn = conn
+        super().__init__(conn, path, busy_timeout)
         self.db = sqlite_utils.Database(conn, execute_plugins=False)
-        self.path = path
-        self.busy_timeout = busy_timeout
 
     # -- opening --------------------------------------------------------------------------
 
@@ -184,9 +183,6 @@ class Store:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
                               (uuid.uuid4().hex,))
 
-    def close(self) -> None:
-        self.conn.close()
-
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
@@ -204,36 +200,11 @@ class Store:
         with self._busy_guard():
             self.conn.execute("COMMIT")
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: one consistent snapshot for several queries."""
-        self.conn.execute("BEGIN")
-        try:
-            yield self.conn
-        finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
-
-    @contextmanager
-    def _busy_guard(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise _translate(exc, self.path) from None
-
     # -- metadata -------------------------------------------------------------------------
-
-    def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
 
     def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                      "value = excluded.value", (key, value))
-
-    @property
-    def store_id(self) -> str:
-        return self.meta("store_id") or ""
 
     # -- records --------------------------------------------------------------------------
 
@@ -327,10 +298,6 @@ class Store:
             yield (np.array([r[0] for r in rows], dtype=np.int64),
                    _matrix([r[1] for r in rows], dim))
 
-    def count(self, layer: str) -> int:
-        return self.conn.execute("SELECT count(*) FROM records WHERE layer = ?",
-                                 (layer,)).fetchone()[0]
-
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:
         """Ids of records in ``layers`` that pass ``filters``."""
@@ -350,15 +317,6 @@ class Store:
         return [(row[0], row[1]) for row in self.conn.execute(sql, (match, *params, limit))]
 
     # -- the index log --------------------------------------------------------------------
-
-    def log_head(self, layer: str) -> int:
-        """The newest index-log sequence for a layer (0 when nothing was ever logged)."""
-        row = self.conn.execute("SELECT max(seq) FROM index_log WHERE layer = ?",
-                                (layer,)).fetchone()
-        return max(row[0] or 0, self.log_pruned_through(layer))
-
-    def log_pruned_through(self, layer: str) -> int:
-        return int(self.meta(f"log_pruned:{layer}") or 0)
 
     def changed_since(self, layer: str, seq: int) -> tuple[list[int], int]:
         """Record ids whose vector entered or left ``layer`` after ``seq``, and the new head."""
@@ -470,12 +428,3 @@ def _chunks(values: list, size: int) -> Iterator[list]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
 
-
-def _translate(exc: sqlite3.DatabaseError, path: Path) -> MagrayError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return BusyError(f"the database {path} stayed locked by another magray process; "
-                         "try again, or raise busy_timeout")
-    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
-        return MagrayError(f"cannot open the database {path}: {text}")
-    return IntegrityError(f"the database {path} is damaged or not a magray database: {text}")

@@ -92,11 +92,11 @@ def _render(h: "Health") -> None:
 def _layers_table(h: "Health"):
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False, header_style="bold")
+    table = Table(box=None, pad_edge=False, header_style="bold", padding=(0, 1, 0, 0))
     for column, justify in (("layer", "left"), ("records", "right"), ("oldest", "right"),
                             ("newest", "right"), ("expired", "right"), ("capacity", "right")):
         table.add_column(column, justify=justify, no_wrap=True)
-    table.add_column("index", overflow="fold")
+    table.add_column("index", overflow="fold")  # a problem may be long: fold, never cut
     for layer in h.layers:
         index = layer.index
         if index.fresh:
@@ -104,7 +104,7 @@ def _layers_table(h: "Health"):
         else:
             state = f"[yellow]{_plain(index.problem)}[/]"
         if index.bytes is not None:
-            state += f", {_bytes(index.bytes)}"
+            state += f" {_bytes(index.bytes)}"
         table.add_row(f"[magenta]{layer.name}[/]", f"{layer.records:,}",
                       _ago(h.checked_at, layer.oldest), _ago(h.checked_at, layer.newest),
                       f"{layer.expired:,}" if layer.ttl_seconds is not None else "never",
@@ -183,7 +183,8 @@ def _seconds(value: float | None) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f} {unit}"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        value = seconds / size
+        if abs(value) >= 1 or unit == "s":
+            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
     return f"{seconds:.0f} s"
