@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .clock import parse_duration
 from .errors import ConfigError, InputError
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -81,8 +82,6 @@ def _parse_text(text: str, kind: type, where: str) -> Any:
 
 
 def _duration_problem(value: str) -> str | None:
-    from .clock import parse_duration
-
     try:
         parse_duration(value)
     except InputError:
@@ -207,8 +206,6 @@ def read_file(config_file: Path) -> dict[str, Any]:
 
 def duration(settings: Settings, name: str) -> timedelta | None:
     """A duration setting as a timedelta; None means no limit."""
-    from .clock import parse_duration
-
     return parse_duration(settings.values[name], what=f"setting '{name}'")
 
 

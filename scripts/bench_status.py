@@ -96,6 +96,16 @@ def main() -> None:
                                                                   "--prometheus"])):
         seconds, code = timed(argv, env, args.runs)
         print(f"{label:40s} median {seconds * 1000:7.0f} ms of {args.runs} (exit {code})")
+    from magray import config, health
+
+    settings = config.load(None, environ=env)
+    times = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        health.check(home, settings=settings)
+        times.append(time.perf_counter() - started)
+    print(f"{'health.check() in this process':40s} median "
+          f"{statistics.median(times) * 1000:7.0f} ms of {args.runs}")
 
 
 if __name__ == "__main__":
