@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
+from .clock import parse_duration
+from .errors import ConfigError, InputError
 
 MAX_CONFIG_BYTES = 64 * 1024
 DEVICES = ("auto", "cpu", "cuda")
@@ -79,6 +81,12 @@ def _parse_text(text: str, kind: type, where: str) -> Any:
         raise ConfigError(f"{where} must be {_KIND_NAMES[kind]}, got {text!r}") from None
 
 
+def _duration_problem(value: str) -> str | None:
+    try:
+        parse_duration(value)
+    except InputError:
+        return f"must be a duration like '24h', '90d' or 'none'; got {value!r}"
+    return None
 
 
 SPEC: dict[str, Setting] = {
@@ -108,6 +116,18 @@ SPEC: dict[str, Setting] = {
         Setting("busy_timeout", 60.0,
                 "seconds to wait for another magray process's database or index lock",
                 minimum=0.0, maximum=3600.0),
+        Setting("ttl_interact", "24h", "age past which an interact record expires ('none': never)",
+                check=_duration_problem),
+        Setting("ttl_insights", "90d", "age past which an insights record expires ('none': never)",
+                check=_duration_problem),
+        Setting("ttl_assets", "none", "age past which an assets record expires ('none': never)",
+                check=_duration_problem),
+        Setting("capacity_interact", 10_000, "most records the interact layer keeps", minimum=1),
+        Setting("capacity_insights", 100_000, "most records the insights layer keeps", minimum=1),
+        Setting("capacity_assets", 1_000_000, "most records the assets layer keeps", minimum=1),
+        Setting("backup_max_age", "7d",
+                "age of the newest backup past which status warns ('none': never)",
+                check=_duration_problem),
     ]
 }
 
@@ -182,3 +202,18 @@ def read_file(config_file: Path) -> dict[str, Any]:
             raise ConfigError(f"{config_file}: unknown setting '{name}'")
         result[name] = SPEC[name].coerce(value, str(config_file))
     return result
+
+
+def duration(settings: Settings, name: str) -> timedelta | None:
+    """A duration setting as a timedelta; None means no limit."""
+    return parse_duration(settings.values[name], what=f"setting '{name}'")
+
+
+def layer_ttl(settings: Settings, layer: str) -> timedelta | None:
+    """How long a record may live in ``layer`` (None: forever)."""
+    return duration(settings, f"ttl_{layer}")
+
+
+def layer_capacity(settings: Settings, layer: str) -> int:
+    """How many records ``layer`` may hold before clean evicts the least valuable."""
+    return int(settings.values[f"capacity_{layer}"])

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import ConfigError, ModelError
+from .records import model_key
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _SHIPPED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
@@ -91,6 +92,16 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+def from_settings(settings: Any, data_dir: Path, warn: Warn | None = None
+                  ) -> "SentenceTransformerEmbedder":
+    """The configured model (not loaded yet): ``model``, ``device`` and related settings."""
+    s = settings
+    roots = default_model_roots(data_dir) + [Path(r) for r in s.model_roots]
+    return SentenceTransformerEmbedder(
+        s.model, roots=roots, device=s.device, truncate_dim=s.truncate_dim,
+        batch_size=s.batch_size, threads=s.threads, allow_download=s.allow_download, warn=warn)
+
+
 class Embedder:
     """What magray needs of a model: documents and queries in, normalised float32 out.
 
@@ -144,7 +155,7 @@ class SentenceTransformerEmbedder(Embedder):
 
     @property
     def key(self) -> str:
-        return f"{self.name}@{self.truncate_dim}" if self.truncate_dim else self.name
+        return model_key(self.name, self.truncate_dim or 0)
 
     @property
     def dim(self) -> int:

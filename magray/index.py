@@ -19,13 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from . import files
 from .errors import IntegrityError
 from .locks import locked
 
 if TYPE_CHECKING:
+    import numpy as np
     from usearch.index import Index
 
     from .store import Store

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -16,13 +17,13 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import clock, config, paths
-from .embedding import Embedder, SentenceTransformerEmbedder, default_model_roots
+from .embedding import Embedder, from_settings
 from .errors import InputError, ModelMismatchError
 from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
                       content_hash)
-from .store import Store, VectorNeeded, fts_query
+from .store import Op, Store, VectorNeeded, fts_query
 
 Progress = Callable[[int], None]
 MODES = ("hybrid", "vector", "keyword")
@@ -41,6 +42,7 @@ class Memory:
         self.db = store
         self.warn = warn or (lambda message: None)
         self._embedder = embedder
+        self._op: Op | None = None  # the store/search call being timed, for `magray status`
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -67,12 +69,7 @@ class Memory:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            s = self.settings
-            roots = default_model_roots(self.paths.data) + [Path(r) for r in s.model_roots]
-            self._embedder = SentenceTransformerEmbedder(
-                s.model, roots=roots, device=s.device, truncate_dim=s.truncate_dim,
-                batch_size=s.batch_size, threads=s.threads, allow_download=s.allow_download,
-                warn=self.warn)
+            self._embedder = from_settings(self.settings, self.paths.data, warn=self.warn)
         return self._embedder
 
     def recorded_model(self) -> tuple[str | None, int | None]:
@@ -113,6 +110,9 @@ class Memory:
         dim = self.recorded_model()[1]
         cached = self.db.cached_vectors(model, digests, dim) if dim else {}
         missing = sorted({d: t for d, t in zip(digests, texts) if d not in cached}.items())
+        if self._op is not None:
+            self._op.cache_hits += sum(d in cached for d in digests)
+            self._op.cache_misses += len(missing)
         if missing:
             embed = (self.embedder.embed_query if role == "query" else None)
             fresh = (np.stack([embed(t) for _, t in missing]) if embed else
@@ -142,10 +142,15 @@ class Memory:
         an access of the existing record instead of being stored twice."""
         self.check_model()
         results: list[Stored] = []
-        for start in range(0, len(items), STORE_BATCH):
-            results += self._store_batch(items[start:start + STORE_BATCH])
-            if progress:
-                progress(min(STORE_BATCH, len(items) - start))
+        self._op = Op("store", time.perf_counter(), items=len(items))
+        try:
+            for start in range(0, len(items), STORE_BATCH):
+                last = start + STORE_BATCH >= len(items)
+                results += self._store_batch(items[start:start + STORE_BATCH], last=last)
+                if progress:
+                    progress(min(STORE_BATCH, len(items) - start))
+        finally:
+            self._op = None
         self._sync_after_write(sorted({r.layer for r in results}))
         return results
 
@@ -168,24 +173,27 @@ class Memory:
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
-    def _store_batch(self, batch: Sequence[NewRecord]) -> list[Stored]:
+    def _store_batch(self, batch: Sequence[NewRecord], *, last: bool = False) -> list[Stored]:
         known = {layer: self.db.existing(layer, [i.content_hash for i in batch if i.layer == layer])
                  for layer in {i.layer for i in batch}}
         need = [i.text for i in batch if i.content_hash not in known[i.layer]]
         while True:
             vectors = dict(zip(need, self._vectors(need, "document"))) if need else {}
             try:
-                return self._insert(batch, vectors)
+                return self._insert(batch, vectors, last=last)
             except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                 need.append(str(missing))
 
-    def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray]) -> list[Stored]:
+    def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray], *,
+                last: bool = False) -> list[Stored]:
         when = clock.now_iso()
         results = []
         with self.db.write() as conn:
             for item in batch:
                 record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
                 results.append(Stored(record_id, item.layer, duplicate))
+            if last and self._op is not None:  # the call's figures ride on its last commit
+                self.db.record_op(conn, self._op)
         return results
 
     # -- searching ------------------------------------------------------------------------
@@ -197,6 +205,19 @@ class Memory:
         options.setdefault("mode", self.settings.search_mode)
         request = SearchRequest(query=query, **options)
         _check_request(request)
+        self._op = op = Op("search", time.perf_counter())
+        try:
+            hits = self._find(request)
+        finally:
+            self._op = None
+        if request.track:  # untracked searches write nothing, so they are not timed either
+            op.items = len(hits)
+            self.db.touch([h.record.id for h in hits], op=op)
+            hits = [replace(h, record=replace(h.record, access_count=h.record.access_count + 1))
+                    for h in hits]
+        return hits
+
+    def _find(self, request: SearchRequest) -> list[Hit]:
         layers = request.layers or LAYERS
         pool = max(request.top_k * 4, 40)
         qvec = None
@@ -211,12 +232,7 @@ class Memory:
             if request.mode == "hybrid":
                 keyword = self._keyword(request.query, layers, request.filters, pool)
                 ranked = self._fuse(qvec, ranked, keyword)
-        hits = self._hits(ranked, qvec, request)
-        if request.track:
-            self.db.touch([h.record.id for h in hits])
-            hits = [replace(h, record=replace(h.record, access_count=h.record.access_count + 1))
-                    for h in hits]
-        return hits
+        return self._hits(ranked, qvec, request)
 
     def _hits(self, ranked: list[tuple[int, float]], qvec: np.ndarray | None,
               request: SearchRequest) -> list[Hit]:

@@ -13,6 +13,11 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def model_key(name: str, truncate_dim: int = 0) -> str:
+    """The identity of a vector space: the model, and its Matryoshka truncation if any."""
+    return f"{name}@{truncate_dim}" if truncate_dim else name
+
+
 @dataclass(frozen=True)
 class NewRecord:
     """A validated text waiting to be stored."""

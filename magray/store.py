@@ -16,8 +16,10 @@ import json
 import os
 import re
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -26,9 +28,11 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import clock
-from .errors import BusyError, IntegrityError, MagrayError
+from .errors import IntegrityError, MagrayError
+from .reader import Reader, _translate
 from .records import Filters, NewRecord, Record
 
+OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
 
@@ -99,18 +103,55 @@ def m001_records(db: sqlite_utils.Database) -> None:
     """)
 
 
+@migrations()
+def m002_ops(db: sqlite_utils.Database) -> None:
+    # Figures magray keeps about itself for `magray status`: the recent operations (a bounded
+    # window, for latency percentiles and the cache hit rate) and running totals (counters).
+    # The index on embed_cache lets status count cache entries without reading the vectors.
+    db.executescript("""
+    CREATE TABLE ops (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        op TEXT NOT NULL,                      -- 'store' or 'search'
+        finished_at TEXT NOT NULL,             -- fixed-width ISO 8601 UTC
+        seconds REAL NOT NULL,                 -- wall time of the call
+        items INTEGER NOT NULL,                -- texts given to store / hits returned
+        cache_hits INTEGER NOT NULL,           -- embedding-cache lookups that hit
+        cache_misses INTEGER NOT NULL          -- ... and that had to run the model
+    );
+    CREATE INDEX ops_op ON ops(op, id);
+    CREATE TABLE op_totals (
+        op TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        items INTEGER NOT NULL,
+        cache_hits INTEGER NOT NULL,
+        cache_misses INTEGER NOT NULL
+    );
+    CREATE INDEX embed_cache_last_used ON embed_cache(last_used);
+    """)
+
+
+@dataclass
+class Op:
+    """One store or search call being timed; written in the call's own write transaction."""
+
+    name: str
+    started: float  # time.perf_counter() at the call's start
+    items: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
 class VectorNeeded(Exception):
     """A text thought to be stored already was deleted before the write: embed it after all."""
 
 
-class Store:
-    """An open magray database."""
+class Store(Reader):
+    """An open magray database (the read queries status also needs are in ``Reader``)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
-        self.conn = conn
+        super().__init__(conn, path, busy_timeout)
         self.db = sqlite_utils.Database(conn, execute_plugins=False)
-        self.path = path
-        self.busy_timeout = busy_timeout
 
     # -- opening --------------------------------------------------------------------------
 
@@ -144,9 +185,6 @@ class Store:
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
                               (uuid.uuid4().hex,))
 
-    def close(self) -> None:
-        self.conn.close()
-
     # -- transactions ---------------------------------------------------------------------
 
     @contextmanager
@@ -164,36 +202,11 @@ class Store:
         with self._busy_guard():
             self.conn.execute("COMMIT")
 
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: one consistent snapshot for several queries."""
-        self.conn.execute("BEGIN")
-        try:
-            yield self.conn
-        finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
-
-    @contextmanager
-    def _busy_guard(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise _translate(exc, self.path) from None
-
     # -- metadata -------------------------------------------------------------------------
-
-    def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
 
     def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                      "value = excluded.value", (key, value))
-
-    @property
-    def store_id(self) -> str:
-        return self.meta("store_id") or ""
 
     # -- records --------------------------------------------------------------------------
 
@@ -231,14 +244,32 @@ class Store:
              np.ascontiguousarray(vector, dtype=np.float32).tobytes()))
         return cursor.lastrowid, False
 
-    def touch(self, ids: Sequence[int]) -> None:
-        """Count the records as accessed now."""
-        if not ids:
+    def touch(self, ids: Sequence[int], op: Op | None = None) -> None:
+        """Count the records as accessed now (and record ``op`` in the same transaction)."""
+        if not ids and op is None:
             return
         with self.write() as conn:
-            conn.execute(
-                f"UPDATE records SET access_count = access_count + 1, last_access = ? "
-                f"WHERE id IN ({_marks(ids)})", (clock.now_iso(), *ids))
+            if ids:
+                conn.execute(
+                    f"UPDATE records SET access_count = access_count + 1, last_access = ? "
+                    f"WHERE id IN ({_marks(ids)})", (clock.now_iso(), *ids))
+            if op is not None:
+                self.record_op(conn, op)
+
+    def record_op(self, conn: sqlite3.Connection, op: Op) -> None:
+        """Log a finished operation inside a write transaction; keep the last OPS_KEEP."""
+        seconds = time.perf_counter() - op.started
+        row = conn.execute(
+            "INSERT INTO ops (op, finished_at, seconds, items, cache_hits, cache_misses) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (op.name, clock.now_iso(), seconds, op.items, op.cache_hits, op.cache_misses))
+        conn.execute("DELETE FROM ops WHERE id <= ?", (row.lastrowid - OPS_KEEP,))
+        conn.execute(
+            "INSERT INTO op_totals VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT(op) DO UPDATE SET "
+            "count = count + 1, seconds = seconds + excluded.seconds, "
+            "items = items + excluded.items, cache_hits = cache_hits + excluded.cache_hits, "
+            "cache_misses = cache_misses + excluded.cache_misses",
+            (op.name, seconds, op.items, op.cache_hits, op.cache_misses))
 
     def records(self, ids: Sequence[int]) -> dict[int, Record]:
         """Records by id (missing ids are simply absent)."""
@@ -269,10 +300,6 @@ class Store:
             yield (np.array([r[0] for r in rows], dtype=np.int64),
                    _matrix([r[1] for r in rows], dim))
 
-    def count(self, layer: str) -> int:
-        return self.conn.execute("SELECT count(*) FROM records WHERE layer = ?",
-                                 (layer,)).fetchone()[0]
-
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:
         """Ids of records in ``layers`` that pass ``filters``."""
@@ -292,15 +319,6 @@ class Store:
         return [(row[0], row[1]) for row in self.conn.execute(sql, (match, *params, limit))]
 
     # -- the index log --------------------------------------------------------------------
-
-    def log_head(self, layer: str) -> int:
-        """The newest index-log sequence for a layer (0 when nothing was ever logged)."""
-        row = self.conn.execute("SELECT max(seq) FROM index_log WHERE layer = ?",
-                                (layer,)).fetchone()
-        return max(row[0] or 0, self.log_pruned_through(layer))
-
-    def log_pruned_through(self, layer: str) -> int:
-        return int(self.meta(f"log_pruned:{layer}") or 0)
 
     def changed_since(self, layer: str, seq: int) -> tuple[list[int], int]:
         """Record ids whose vector entered or left ``layer`` after ``seq``, and the new head."""
@@ -424,12 +442,3 @@ def _chunks(values: list, size: int) -> Iterator[list]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
 
-
-def _translate(exc: sqlite3.DatabaseError, path: Path) -> MagrayError:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return BusyError(f"the database {path} stayed locked by another magray process; "
-                         "try again, or raise busy_timeout")
-    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
-        return MagrayError(f"cannot open the database {path}: {text}")
-    return IntegrityError(f"the database {path} is damaged or not a magray database: {text}")

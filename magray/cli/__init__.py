@@ -11,7 +11,7 @@ import sys
 
 from . import output
 from .app import app
-from . import search as _search, store as _store  # noqa: F401  (registers the commands)
+from . import search as _search, status as _status, store as _store  # noqa: F401  (registers)
 
 __all__ = ["app", "main"]
 
