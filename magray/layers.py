@@ -256,8 +256,9 @@ def matched_words(text: str, words: Mapping[str, float]) -> dict[str, float]:
     """The importance words in ``text``: a word matches its own start, so 'bug' finds
     'bugs' and 'bugfix', 'secur' would find 'security' (case-insensitive)."""
     tokens = set(_WORD.findall(text.lower()))
-    return {word: weight for word, weight in words.items()
-            if weight > 0 and any(token.startswith(word) for token in tokens)}
+    lengths = {len(word) for word in words}
+    starts = {token[:n] for token in tokens for n in lengths if len(token) >= n}
+    return {word: weight for word, weight in words.items() if weight > 0 and word in starts}
 
 
 def span(delta: timedelta | None) -> str:

@@ -669,9 +669,14 @@ def reembed_all(memory: "Memory", *, progress: Progress | None = None) -> Reembe
 
 
 def pending_reembed(memory: "Memory") -> int:
-    """Records a re-embedding still has to embed (for a progress bar's total)."""
-    return memory.db.conn.execute("SELECT count(*) FROM records "
-                                  "WHERE pending_embedding IS NULL").fetchone()[0]
+    """Records a re-embedding still has to embed (for a progress bar's total); the model
+    is not loaded to find out."""
+    recorded, target = memory.recorded_model()[0], memory.embedder.key
+    pending_for = memory.db.meta("reembed_target")
+    if recorded is None or recorded == target:
+        return 0
+    where = " WHERE pending_embedding IS NULL" if pending_for == target else ""
+    return memory.db.conn.execute(f"SELECT count(*) FROM records{where}").fetchone()[0]
 
 
 def _forget_pending(db, target: str | None) -> None:

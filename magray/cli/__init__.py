@@ -12,6 +12,7 @@ import sys
 from . import output
 from .app import app
 from . import search as _search, store as _store  # noqa: F401  (registers the commands)
+from . import lifecycle as _lifecycle  # noqa: F401,E402  (promote, clean, optimize)
 
 __all__ = ["app", "main"]
 
