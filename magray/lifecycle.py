@@ -1,42 +1,37 @@
-"""The memory lifecycle: promotion between layers, expiry and eviction, near-duplicate
-merging, index compaction and re-embedding after a model change.
+"""The memory lifecycle: records move up a layer when they prove valuable, and leave
+when their layer's TTL has passed or the layer is over capacity.
 
 The decisions are the pure functions of ``layers``; this module gathers their facts from
 the store and the indexes, and applies them. Every change to records is one write
 transaction; the index-log triggers carry it to the layer indexes, which are synced
 afterwards. A crash between the two leaves the database right and an index merely behind,
-and the next sync (every search does one) repairs it. None of this loads the model, except
-re-embedding, which exists to run it.
+and the next sync (every search does one) repairs it. Nothing here loads the model.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import clock, files
-from .errors import (InputError, IntegrityError, MagrayError, ModelMismatchError,
-                     NotFoundError)
-from .layers import (PROMOTES_TO, Facts, LayerPolicy, PromotionDecision, ScoringModel,
-                     decide, eviction_order, expired, may_merge, policies, score,
+from . import clock
+from .errors import InputError, MagrayError, NotFoundError
+from .layers import (NEIGHBOURS_FULL, PROMOTES_TO, Facts, LayerPolicy, PromotionDecision,
+                     ScoringModel, decide, eviction_order, expired, policies, score,
                      scoring_model)
-from .records import LAYERS, NewRecord, content_hash
+from .records import LAYERS
 
 if TYPE_CHECKING:
     from usearch.index import Index
 
     from .memory import Memory
 
-Progress = Callable[[int], None]
 PROMOTABLE = tuple(PROMOTES_TO)
 FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"
 VECTOR_CHUNK = 4096  # records whose vectors are read (and searched) at once
-REEMBED_BATCH = 256  # records re-embedded per committed transaction
-NEAR_CANDIDATES = 4  # nearest stored records checked exactly for a near-duplicate
 MB = 1024 * 1024
 
 
@@ -106,53 +101,6 @@ class CleanReport:
                 "removed": [r.to_dict() for r in self.removed]}
 
 
-@dataclass(frozen=True)
-class Compaction:
-    """One layer's index rebuilt from the stored vectors."""
-
-    layer: str
-    records: int
-    before_bytes: int
-    after_bytes: int
-    was: str  # the index's state before: "in step", or why it was not
-
-    def to_dict(self) -> dict:
-        return {"layer": self.layer, "records": self.records, "before_bytes": self.before_bytes,
-                "after_bytes": self.after_bytes, "was": self.was}
-
-
-@dataclass(frozen=True)
-class ReembedReport:
-    model_key: str
-    dim: int
-    previous_key: str | None
-    previous_dim: int | None
-    embedded: int  # records embedded in this run
-    resumed: int  # records an interrupted earlier run had already embedded
-
-    def to_dict(self) -> dict:
-        return {"model_key": self.model_key, "dim": self.dim, "previous_key": self.previous_key,
-                "previous_dim": self.previous_dim, "embedded": self.embedded,
-                "resumed": self.resumed}
-
-
-@dataclass(frozen=True)
-class OptimizeReport:
-    indexes: tuple[Compaction, ...]
-    database_before: int
-    database_after: int
-    fts: str  # "optimized", or "rebuilt" when it disagreed with the records
-    orphans: Mapping[str, int] = field(default_factory=dict)
-    reembed: ReembedReport | None = None
-
-    def to_dict(self) -> dict:
-        return {"indexes": [c.to_dict() for c in self.indexes],
-                "database": {"before_bytes": self.database_before,
-                             "after_bytes": self.database_after},
-                "fts": self.fts, "orphans": dict(self.orphans),
-                "reembed": self.reembed.to_dict() if self.reembed else None}
-
-
 # -- promote ------------------------------------------------------------------------------
 
 
@@ -215,8 +163,8 @@ def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str
                        (decision.id, decision.layer)).fetchone()
     if row is None:
         return "changed", None
-    twin = conn.execute("SELECT id, tags, created_at, last_access FROM records "
-                        "WHERE layer = ? AND content_hash = ?", (decision.target, row[0])).fetchone()
+    twin = conn.execute("SELECT id, tags, created_at, last_access FROM records WHERE "
+                        "layer = ? AND content_hash = ?", (decision.target, row[0])).fetchone()
     if twin is None:
         conn.execute("UPDATE records SET layer = ?, updated_at = ? WHERE id = ?",
                      (decision.target, when, decision.id))
@@ -252,9 +200,7 @@ def gather_facts(memory: "Memory", layer: str, model: ScoringModel, ids: Sequenc
 def neighbour_counts(memory: "Memory", layer: str, ids: Sequence[int], similarity: float
                      ) -> dict[int, int]:
     """For each record, how many other records of ``layer`` are at ``similarity`` or closer
-    (counted up to layers.NEIGHBOURS_FULL, through the layer's index)."""
-    from .layers import NEIGHBOURS_FULL
-
+    (counted up to NEIGHBOURS_FULL, through the layer's index)."""
     if not ids:
         return {}
     view = memory.index(layer).open_view()
@@ -443,290 +389,6 @@ def prune_cache(memory: "Memory", limit_mb: float, *, dry_run: bool = False
         conn.executemany("DELETE FROM embed_cache WHERE model = ? AND text_hash = ?",
                          [(r[0], r[1]) for r in rows])
     return len(rows), sum(r[2] for r in rows)
-
-
-# -- near-duplicates --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Join:
-    """A new text that will merge into a near-identical record: a stored one (``record``)
-    or one created earlier in the same batch (``item``, its position in the batch)."""
-
-    similarity: float
-    record: int | None = None
-    item: int | None = None
-
-
-def near_duplicates(memory: "Memory", batch: Sequence[NewRecord],
-                    vectors: Mapping[str, np.ndarray]) -> dict[int, Join]:
-    """Which new texts of a batch merge into a near-identical record of their layer
-    (settings near_duplicate_merge and near_duplicate_similarity), by batch position."""
-    settings = memory.settings
-    if not settings.near_duplicate_merge or not vectors:
-        return {}
-    threshold = settings.near_duplicate_similarity
-    joins: dict[int, Join] = {}
-    for layer in sorted({item.layer for item in batch}):
-        positions, seen = [], set()
-        for n, item in enumerate(batch):
-            if item.layer == layer and item.text in vectors and item.text not in seen:
-                seen.add(item.text)  # a repeat within the batch is an exact duplicate
-                positions.append(n)
-        if not positions:
-            continue
-        matrix = np.stack([vectors[batch[n].text] for n in positions])
-        stored = _nearest_stored(memory, layer, matrix, [batch[n].text for n in positions],
-                                 threshold)
-        fresh: list[int] = []  # positions that will become new records
-        for row, n in enumerate(positions):
-            if stored[row] is not None:
-                joins[n] = Join(stored[row][1], record=stored[row][0])
-                continue
-            earlier = _nearest_fresh(batch, matrix, positions, fresh, row, threshold)
-            if earlier is not None:
-                joins[n] = Join(earlier[1], item=earlier[0])
-            else:
-                fresh.append(row)
-    return joins
-
-
-def _nearest_stored(memory: "Memory", layer: str, matrix: np.ndarray, texts: list[str],
-                    threshold: float) -> list[tuple[int, float] | None]:
-    """For each vector, the most similar stored record of the layer at ``threshold`` or
-    closer that it may merge with (similarities recomputed exactly from stored vectors)."""
-    none: list[tuple[int, float] | None] = [None] * len(matrix)
-    if memory.db.count(layer) == 0:
-        return none
-    view = memory.index(layer).open_view()
-    if view is None:
-        return none
-    found = search_many(view, matrix, NEAR_CANDIDATES)
-    wanted = sorted({key for row in found for key, sim in row if sim >= threshold - 0.01})
-    if not wanted:
-        return none
-    keys, vectors = memory.db.vectors(wanted, memory.dim)
-    stored = dict(zip(keys.tolist(), vectors))
-    old_texts = dict(memory.db.conn.execute(
-        f"SELECT id, text FROM records WHERE id IN ({', '.join('?' * len(wanted))})",
-        wanted).fetchall())
-    result = list(none)
-    for row, candidates in enumerate(found):
-        best = None
-        for key, _ in candidates:
-            if key not in stored:
-                continue
-            sim = float(stored[key] @ matrix[row])
-            if sim >= threshold and (best is None or sim > best[1]) \
-                    and may_merge(texts[row], old_texts[key]):
-                best = (key, sim)
-        result[row] = best
-    return result
-
-
-def _nearest_fresh(batch: Sequence[NewRecord], matrix: np.ndarray, positions: list[int],
-                   fresh: list[int], row: int, threshold: float) -> tuple[int, float] | None:
-    """The most similar new record earlier in the batch, if it is a near-duplicate."""
-    if not fresh:
-        return None
-    sims = matrix[fresh] @ matrix[row]
-    for best in np.argsort(-sims, kind="stable"):
-        if sims[best] < threshold:
-            return None
-        earlier = positions[fresh[best]]
-        if may_merge(batch[positions[row]].text, batch[earlier].text):
-            return earlier, float(sims[best])
-    return None
-
-
-# -- optimize -------------------------------------------------------------------------------
-
-
-def optimize(memory: "Memory", *, reembed: bool = False, progress: Progress | None = None
-             ) -> OptimizeReport:
-    """Re-embed (if asked), rebuild every layer index from the stored vectors, check it
-    agrees with the database, prune orphans, optimize FTS, VACUUM and ANALYZE."""
-    reembedded = reembed_all(memory, progress=progress) if reembed else None
-    before = database_bytes(memory)
-    temp_files = _remove_temp_files(memory)
-    compactions = tuple(_compact(memory, layer) for layer in LAYERS) \
-        if memory.recorded_model()[1] is not None else ()
-    orphans = {"index_log": _prune_index_log(memory),
-               "embed_cache": _prune_foreign_cache(memory), "temp_files": temp_files}
-    fts = _optimize_fts(memory)
-    with memory.db._busy_guard():
-        memory.db.conn.execute("VACUUM")
-        memory.db.conn.execute("ANALYZE")
-        memory.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return OptimizeReport(compactions, before, database_bytes(memory), fts, orphans, reembedded)
-
-
-def _compact(memory: "Memory", layer: str) -> Compaction:
-    index = memory.index(layer)
-    before = _size(index.path)
-    was = index.staleness() or "in step"
-    report = index.sync(rebuild=True)
-    stale, count = index.staleness(), memory.db.count(layer)
-    if stale or report.count != count or not index.verify():
-        raise IntegrityError(f"the {layer} index disagrees with the database after a rebuild "
-                             f"({stale or f'{report.count} vs {count} records'})")
-    return Compaction(layer, report.count, before, _size(index.path), was)
-
-
-def _prune_index_log(memory: "Memory") -> int:
-    """Log rows every index has applied: needed by nobody."""
-    pruned = 0
-    for layer in LAYERS:
-        state = memory.index(layer).state() if memory.recorded_model()[1] else None
-        if state is None:
-            continue
-        pruned += memory.db.conn.execute(
-            "SELECT count(*) FROM index_log WHERE layer = ? AND seq <= ?",
-            (layer, state.seq)).fetchone()[0]
-        memory.db.prune_log(layer, state.seq)
-    return pruned
-
-
-def _prune_foreign_cache(memory: "Memory") -> int:
-    """Cached vectors of models this memory no longer uses can never be read again."""
-    key = memory.recorded_model()[0]
-    if key is None:
-        return 0
-    with memory.db.write() as conn:
-        return conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
-                            (f"{key}|document", f"{key}|query")).rowcount
-
-
-def _remove_temp_files(memory: "Memory") -> int:
-    """Temporary files of writers that were killed before they could rename them."""
-    from .locks import locked
-
-    removed = 0
-    for layer in LAYERS:
-        index = memory.index(layer) if memory.recorded_model()[1] else None
-        if index is None:
-            continue
-        with locked(index.lock_path, timeout=memory.settings.busy_timeout):
-            removed += files.remove_leftovers(index.path) + files.remove_leftovers(index.sidecar)
-    return removed
-
-
-def _optimize_fts(memory: "Memory") -> str:
-    with memory.db.write() as conn:
-        try:
-            conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('integrity-check', 1)")
-            outcome = "optimized"
-        except sqlite3.DatabaseError:
-            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
-            outcome = "rebuilt"
-        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
-    return outcome
-
-
-def database_bytes(memory: "Memory") -> int:
-    path = memory.db.path
-    return sum(_size(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
-
-
-def _size(path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-# -- re-embedding ---------------------------------------------------------------------------
-
-
-def reembed_all(memory: "Memory", *, progress: Progress | None = None) -> ReembedReport:
-    """Re-embed every record with the configured model, in committed batches, then switch
-    the memory to it in one transaction (new vectors, model and dimension together).
-
-    New vectors wait in ``records.pending_embedding`` until the switch, so readers keep one
-    consistent vector space throughout, a kill loses nothing, and a rerun for the same model
-    (meta ``reembed_target``) continues where the last one stopped.
-    """
-    db, embedder = memory.db, memory.embedder
-    target, (previous, previous_dim) = embedder.key, memory.recorded_model()
-    pending_for = db.meta("reembed_target")
-    if previous is None or previous == target:  # nothing stored, or nothing changed
-        if pending_for is not None:  # an interrupted run for a model set back since
-            _forget_pending(db, None)
-        return ReembedReport(target, previous_dim or 0, previous, previous_dim, 0, 0)
-    if pending_for != target:  # another model's leftovers, or a first run: start over
-        _forget_pending(db, target)
-    resumed = db.conn.execute("SELECT count(*) FROM records "
-                              "WHERE pending_embedding IS NOT NULL").fetchone()[0]
-    dim, embedded = embedder.dim, 0
-    while True:
-        for rows in _unembedded(db):
-            _embed_batch(memory, rows, target, dim)
-            embedded += len(rows)
-            if progress:
-                progress(len(rows))
-        if _switch(memory, target, dim):
-            return ReembedReport(target, dim, previous, previous_dim, embedded, resumed)
-
-
-def pending_reembed(memory: "Memory") -> int:
-    """Records a re-embedding still has to embed (for a progress bar's total); the model
-    is not loaded to find out."""
-    recorded, target = memory.recorded_model()[0], memory.embedder.key
-    pending_for = memory.db.meta("reembed_target")
-    if recorded is None or recorded == target:
-        return 0
-    where = " WHERE pending_embedding IS NULL" if pending_for == target else ""
-    return memory.db.conn.execute(f"SELECT count(*) FROM records{where}").fetchone()[0]
-
-
-def _forget_pending(db, target: str | None) -> None:
-    with db.write() as conn:
-        conn.execute("UPDATE records SET pending_embedding = NULL "
-                     "WHERE pending_embedding IS NOT NULL")
-        if target is None:
-            conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
-        else:
-            db.set_meta(conn, "reembed_target", target)
-
-
-def _unembedded(db) -> Iterator[list[tuple[int, str]]]:
-    while rows := db.conn.execute("SELECT id, text FROM records WHERE pending_embedding IS NULL "
-                                  "ORDER BY id LIMIT ?", (REEMBED_BATCH,)).fetchall():
-        yield rows
-
-
-def _embed_batch(memory: "Memory", rows: list[tuple[int, str]], target: str, dim: int) -> None:
-    texts = [text for _, text in rows]
-    digests = [content_hash(t) for t in texts]
-    cached = memory.db.cached_vectors(f"{target}|document", digests, dim)
-    missing = [t for t, d in zip(texts, digests) if d not in cached]
-    fresh = dict(zip(missing, memory.embedder.embed_documents(missing))) if missing else {}
-    vectors = [cached[d] if d in cached else fresh[t] for t, d in zip(texts, digests)]
-    if any(v.shape != (dim,) for v in vectors):
-        raise ModelMismatchError(f"the model {target} made vectors of another size than its "
-                                 f"{dim} dimensions")
-    with memory.db.write() as conn:
-        conn.executemany("UPDATE records SET pending_embedding = ? WHERE id = ? AND text = ?",
-                         [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), record_id, text)
-                          for (record_id, text), v in zip(rows, vectors)])
-
-
-def _switch(memory: "Memory", target: str, dim: int) -> bool:
-    """Swap every new vector in, and record the model, if no record still lacks one
-    (another process may have stored some meanwhile: then False, embed those first)."""
-    db = memory.db
-    with db.write() as conn:
-        if conn.execute("SELECT 1 FROM records WHERE pending_embedding IS NULL LIMIT 1"
-                        ).fetchone():
-            return False
-        conn.execute("UPDATE records SET embedding = pending_embedding, pending_embedding = NULL")
-        db.set_meta(conn, "model", memory.embedder.name)
-        db.set_meta(conn, "model_key", target)
-        db.set_meta(conn, "dim", str(dim))
-        conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
-        conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
-                     (f"{target}|document", f"{target}|query"))
-    return True
 
 
 def _chunks(values: list, size: int) -> Iterable[list]:

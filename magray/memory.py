@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import clock, config, lifecycle, paths
+from . import clock, config, dedupe, lifecycle, maintenance, paths
 from .embedding import Embedder, SentenceTransformerEmbedder, default_model_roots
 from .errors import InputError, ModelMismatchError
 from .index import IndexSpec, LayerIndex, SyncReport
@@ -170,14 +170,14 @@ class Memory:
         need = [i.text for i in batch if i.content_hash not in known[i.layer]]
         while True:
             vectors = dict(zip(need, self._vectors(need, "document"))) if need else {}
-            joins = lifecycle.near_duplicates(self, batch, vectors)
+            joins = dedupe.near_duplicates(self, batch, vectors)
             try:
                 return self._insert(batch, vectors, joins)
             except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                 need.append(str(missing))
 
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
-                joins: dict[int, lifecycle.Join]) -> list[Stored]:
+                joins: dict[int, dedupe.Join]) -> list[Stored]:
         when = clock.now_iso()
         results: list[Stored] = []
         with self.db.write() as conn:
@@ -310,7 +310,7 @@ class Memory:
         match = fts_query(query)
         return self.db.keyword_search(match, layers, filters, n) if match else []
 
-    # -- the lifecycle (magray/lifecycle.py) -----------------------------------------------
+    # -- the lifecycle (magray/lifecycle.py, magray/maintenance.py) ------------------------
 
     def promote(self, *, layers: Sequence[str] = (), threshold: float | None = None,
                 ids: Sequence[int] = (), dry_run: bool = False, explain: bool = False
@@ -328,10 +328,10 @@ class Memory:
         return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
 
     def optimize(self, *, reembed: bool = False, progress: Progress | None = None
-                 ) -> "lifecycle.OptimizeReport":
+                 ) -> "maintenance.OptimizeReport":
         """Rebuild the indexes from the stored vectors, prune orphans, VACUUM; with
         ``reembed``, first re-embed every record with the configured model."""
-        return lifecycle.optimize(self, reembed=reembed, progress=progress)
+        return maintenance.optimize(self, reembed=reembed, progress=progress)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FakeEmbedder
 from corpus import FILLER, NOTES
-from magray import LAYERS, Memory, NewRecord, clock, config, lifecycle
+from magray import LAYERS, Memory, NewRecord, clock, config, lifecycle, maintenance
 from magray.embedding import Embedder, SentenceTransformerEmbedder, default_model_roots
 from magray.errors import InputError, ModelMismatchError, NotFoundError
 from magray.index import LayerIndex
@@ -111,7 +111,7 @@ def test_promote_explains_scores_and_honours_from_and_threshold(fake_memory, pin
     assert layer_of(m, used) == ["insights"]
 
     only = m.promote(layers=("interact",), threshold=0.0, dry_run=True)
-    assert [d.id for d in only.decisions] == [plain] and only.decisions[0].outcome == "would promote"
+    assert [(d.id, d.outcome) for d in only.decisions] == [(plain, "would promote")]
     assert layer_of(m, plain) == ["interact"]
     explained = m.promote(ids=[plain])
     assert [(d.id, d.outcome) for d in explained.decisions] == [(plain, "kept")]
@@ -427,7 +427,7 @@ def test_reembed_after_a_model_change_resumes_after_a_kill(memory, home, truncat
                                                           monkeypatch):
     texts = [note for note, _ in NOTES] + FILLER[:12]
     memory.store_texts(texts)
-    monkeypatch.setattr(lifecycle, "REEMBED_BATCH", 8)
+    monkeypatch.setattr(maintenance, "REEMBED_BATCH", 8)
 
     with Memory.open(home, embedder=Counting(truncated_embedder, fail_on_call=2)) as m:
         with pytest.raises(ModelMismatchError, match="magray optimize --reembed"):

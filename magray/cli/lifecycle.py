@@ -11,7 +11,8 @@ from .app import app, open_memory
 
 if TYPE_CHECKING:
     from ..layers import PromotionDecision
-    from ..lifecycle import CleanReport, OptimizeReport, PromotionReport
+    from ..lifecycle import CleanReport, PromotionReport
+    from ..maintenance import OptimizeReport
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change "
                                                         "nothing.")]
@@ -135,7 +136,7 @@ def optimize(
 ) -> None:
     """Rebuild each layer's index from the stored vectors (compacting it), check it agrees
     with the database, prune orphans, optimize full-text search, VACUUM and ANALYZE."""
-    from ..lifecycle import pending_reembed
+    from ..maintenance import pending_reembed
 
     with open_memory(ctx) as memory:
         total = pending_reembed(memory) if reembed else 0
