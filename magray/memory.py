@@ -148,8 +148,9 @@ class Memory:
         an access of the existing record instead of being stored twice."""
         self.check_model()
         results: list[Stored] = []
+        near = dedupe.NearDuplicates(self)
         for start in range(0, len(items), STORE_BATCH):
-            results += self._store_batch(items[start:start + STORE_BATCH])
+            results += self._store_batch(items[start:start + STORE_BATCH], near)
             if progress:
                 progress(min(STORE_BATCH, len(items) - start))
         self.sync(sorted({r.layer for r in results}))
@@ -164,17 +165,21 @@ class Memory:
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
-    def _store_batch(self, batch: Sequence[NewRecord]) -> list[Stored]:
+    def _store_batch(self, batch: Sequence[NewRecord], near: dedupe.NearDuplicates
+                     ) -> list[Stored]:
         known = {layer: self.db.existing(layer, [i.content_hash for i in batch if i.layer == layer])
                  for layer in {i.layer for i in batch}}
         need = [i.text for i in batch if i.content_hash not in known[i.layer]]
         while True:
             vectors = dict(zip(need, self._vectors(need, "document"))) if need else {}
-            joins = dedupe.near_duplicates(self, batch, vectors)
+            joins = near.find(batch, vectors)
             try:
-                return self._insert(batch, vectors, joins)
+                results = self._insert(batch, vectors, joins)
             except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                 need.append(str(missing))
+                continue
+            near.added(batch, vectors, results)
+            return results
 
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
                 joins: dict[int, dedupe.Join]) -> list[Stored]:

@@ -335,6 +335,22 @@ def test_near_duplicate_merges_into_the_record_it_resembles(memory):
     in_step(memory)
 
 
+@pytest.mark.parametrize("refresh_after", [1, 4096])
+def test_near_duplicates_are_found_across_the_batches_of_one_store(fake_memory, monkeypatch,
+                                                                   refresh_after):
+    import magray.dedupe
+    import magray.memory
+
+    monkeypatch.setattr(magray.memory, "STORE_BATCH", 2)
+    monkeypatch.setattr(magray.dedupe, "REFRESH_AFTER", refresh_after)
+    stored = fake_memory.store_texts(["apples pears plums", "kiwis limes lemons",
+                                      "plums pears apples", "grapes figs dates",
+                                      "lemons limes kiwis", "figs dates grapes"])
+    assert [(s.id, s.duplicate) for s in stored] == [
+        (1, False), (2, False), (1, True), (3, False), (2, True), (3, True)]
+    in_step(fake_memory)
+
+
 @pytest.mark.parametrize("settings", [{"near_duplicate_merge": False},
                                       {"near_duplicate_similarity": 0.99}])
 def test_near_duplicate_merge_can_be_off_or_stricter(home, real_embedder, settings):
