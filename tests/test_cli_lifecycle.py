@@ -82,9 +82,10 @@ def test_promote_dry_run_explain_json_and_bad_usage(cli):
 
     report = json.loads(cli("promote", "--json").out)
     assert (report["dry_run"], report["scored"], report["promoted"]) == (False, 2, 1)
-    decision = report["decisions"][0]
+    decision, other = report["decisions"]
     assert (decision["id"], decision["outcome"], decision["target"]) == (
         important, "promoted", "insights")
+    assert (other["id"], other["outcome"], other["promote"]) == (plain, "kept", False)
     assert {c["feature"] for c in decision["contributions"]} == {
         "access", "recency", "age", "words", "importance", "neighbours"}
 

@@ -31,7 +31,8 @@ def promote(
         "--id", help="Only this record (repeatable); its decision is always shown.")] = [],
     dry_run: DryRun = False,
     explain: Annotated[bool, typer.Option(
-        "--explain", help="Show every scored record with each feature's contribution.")] = False,
+        "--explain", help="Show every scored record with each feature's contribution "
+                          "(--json always has them).")] = False,
     json_out: output.JsonFlag = False,
 ) -> None:
     """Move records that proved valuable one layer up: interact -> insights -> assets.
@@ -39,7 +40,7 @@ def promote(
     neighbours (a recurring topic); --explain shows each part."""
     with open_memory(ctx) as memory:
         report = memory.promote(layers=tuple(from_layer), threshold=threshold, ids=tuple(record),
-                                dry_run=dry_run, explain=explain)
+                                dry_run=dry_run, explain=explain or json_out)
     if json_out:
         output.emit_json(report.to_dict())
     elif explain or record:
