@@ -7,6 +7,7 @@ Every setting is declared once in ``SPEC`` with its default, type and one-line m
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,8 @@ MAX_CONFIG_BYTES = 64 * 1024
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("hybrid", "vector", "keyword")
 DTYPES = ("f32", "f16")
+# the features of the promotion score (magray/layers.py), weighted by score_weights
+SCORE_FEATURES = ("access", "recency", "age", "words", "importance", "neighbours")
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,33 @@ def _duration_problem(value: str) -> str | None:
     return None
 
 
+def pairs_problem(items: list, allowed: tuple[str, ...] | None = None) -> str | None:
+    """Why ``items`` is not a list of ``word=weight`` with weights 0..1 (None when it is)."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep or not re.fullmatch(r"\w+", key):
+            return f"needs items like 'word=0.8', got {item!r}"
+        if allowed is not None and key not in allowed:
+            return f"has unknown feature {key!r} (features: {', '.join(allowed)})"
+        try:
+            weight = float(value)
+        except ValueError:
+            return f"needs a number after '=', got {item!r}"
+        if not 0 <= weight <= 1:
+            return f"needs weights from 0 to 1, got {item!r}"
+    return None
+
+
+def parse_pairs(items: list, name: str, allowed: tuple[str, ...] | None = None
+                ) -> dict[str, float]:
+    """``["critical=0.95", ...]`` as a dict; raises ConfigError naming the setting."""
+    problem = pairs_problem(items, allowed)
+    if problem:
+        raise ConfigError(f"setting '{name}' {problem}")
+    return {k.strip().lower(): float(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 SPEC: dict[str, Setting] = {
     s.name: s
     for s in [
@@ -116,15 +146,46 @@ SPEC: dict[str, Setting] = {
         Setting("busy_timeout", 60.0,
                 "seconds to wait for another magray process's database or index lock",
                 minimum=0.0, maximum=3600.0),
-        Setting("ttl_interact", "24h", "age past which an interact record expires ('none': never)",
+        # -- the memory lifecycle (magray/layers.py, magray/lifecycle.py) --
+        Setting("ttl_interact", "24h", "how long interact keeps a record after its last use",
                 check=_duration_problem),
-        Setting("ttl_insights", "90d", "age past which an insights record expires ('none': never)",
+        Setting("ttl_insights", "90d", "how long insights keeps a record after its last use",
                 check=_duration_problem),
-        Setting("ttl_assets", "none", "age past which an assets record expires ('none': never)",
+        Setting("ttl_assets", "none", "how long assets keeps a record after its last use",
                 check=_duration_problem),
-        Setting("capacity_interact", 10_000, "most records the interact layer keeps", minimum=1),
-        Setting("capacity_insights", 100_000, "most records the insights layer keeps", minimum=1),
-        Setting("capacity_assets", 1_000_000, "most records the assets layer keeps", minimum=1),
+        Setting("capacity_interact", 10_000, "records interact holds before evicting",
+                minimum=1, maximum=10**9),
+        Setting("capacity_insights", 100_000, "records insights holds before evicting",
+                minimum=1, maximum=10**9),
+        Setting("capacity_assets", 1_000_000, "records assets holds before evicting",
+                minimum=1, maximum=10**9),
+        Setting("promote_to_insights", 0.45, "score that promotes interact -> insights",
+                minimum=0.0, maximum=10.0),
+        Setting("promote_to_assets", 0.65, "score that promotes insights -> assets",
+                minimum=0.0, maximum=10.0),
+        Setting("score_weights", ["access=0.3", "recency=0.15", "age=0.05", "words=0.2",
+                                  "importance=0.2", "neighbours=0.1"],
+                "weight of each feature of the promotion score",
+                check=lambda v: pairs_problem(v, SCORE_FEATURES)),
+        Setting("importance_words", ["critical=0.95", "security=0.9", "vulnerability=0.9",
+                                     "outage=0.9", "urgent=0.9", "bug=0.85", "incident=0.85",
+                                     "performance=0.8", "important=0.8", "decision=0.7",
+                                     "deadline=0.7"],
+                "words that make a note important, with their weights",
+                check=pairs_problem),
+        Setting("recency_half_life", "7d", "time after which the recency feature halves",
+                check=_duration_problem),
+        Setting("neighbour_similarity", 0.75,
+                "cosine similarity at which another record counts as a near neighbour",
+                minimum=0.0, maximum=1.0),
+        Setting("clean_promotes", True, "clean runs promote first, before anything expires"),
+        Setting("embed_cache_mb", 64.0, "size the embedding cache is pruned to (LRU), in MB",
+                minimum=0.0, maximum=1e6),
+        Setting("near_duplicate_merge", True,
+                "merge a stored text into a near-identical record of the same layer"),
+        Setting("near_duplicate_similarity", 0.95,
+                "cosine similarity at which a new text is a near-duplicate",
+                minimum=0.5, maximum=1.0),
         Setting("backup_max_age", "7d",
                 "age of the newest backup past which status warns ('none': never)",
                 check=_duration_problem),

@@ -314,7 +314,8 @@ class _Checker:
                 "(SELECT max(created_at) FROM records WHERE layer = ?)", (name, name)).fetchone()
             if ttl is not None and records:
                 expired = conn.execute(
-                    "SELECT count(*) FROM records WHERE layer = ? AND created_at < ?",
+                    "SELECT count(*) FROM records WHERE layer = ? "
+                    "AND max(created_at, coalesce(last_access, created_at)) < ?",
                     (name, expiry_cutoff(self.now, ttl))).fetchone()[0]
         layer = LayerHealth(name, records, oldest, newest,
                             None if ttl is None else ttl.total_seconds(), expired, capacity,
@@ -531,8 +532,8 @@ class _Checker:
 
 
 def expiry_cutoff(now: Any, ttl: timedelta) -> str:
-    """Records created before this ISO time are past ``ttl``: the one definition of expired
-    that status counts (``magray clean`` removes them)."""
+    """Records last used (the later of created_at and last_access) before this ISO time are
+    past ``ttl``, as ``layers.LayerPolicy.cutoff`` says for ``magray clean``."""
     return clock.iso(now - ttl)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import clock, config, paths
+from . import clock, config, dedupe, lifecycle, maintenance, paths
 from .embedding import Embedder, from_settings
 from .errors import InputError, ModelMismatchError
 from .index import IndexSpec, LayerIndex, SyncReport
@@ -30,6 +31,7 @@ MODES = ("hybrid", "vector", "keyword")
 EXACT_LIMIT = 20_000  # filtered candidate sets up to this size are searched exactly
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
+CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
 
 
 class Memory:
@@ -109,6 +111,10 @@ class Memory:
         digests = [content_hash(t) for t in texts]
         dim = self.recorded_model()[1]
         cached = self.db.cached_vectors(model, digests, dim) if dim else {}
+        if cached:  # recently used entries survive `magray clean`'s LRU pruning
+            now = clock.now()
+            self.db.touch_cache(model, list(cached), clock.iso(now),
+                                clock.iso(now - CACHE_TOUCH_EVERY))
         missing = sorted({d: t for d, t in zip(digests, texts) if d not in cached}.items())
         if self._op is not None:
             self._op.cache_hits += sum(d in cached for d in digests)
@@ -143,10 +149,11 @@ class Memory:
         self.check_model()
         results: list[Stored] = []
         self._op = Op("store", time.perf_counter(), items=len(items))
+        near = dedupe.NearDuplicates(self)
         try:
             for start in range(0, len(items), STORE_BATCH):
                 last = start + STORE_BATCH >= len(items)
-                results += self._store_batch(items[start:start + STORE_BATCH], last=last)
+                results += self._store_batch(items[start:start + STORE_BATCH], near, last=last)
                 if progress:
                     progress(min(STORE_BATCH, len(items) - start))
         finally:
@@ -173,25 +180,36 @@ class Memory:
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
-    def _store_batch(self, batch: Sequence[NewRecord], *, last: bool = False) -> list[Stored]:
+    def _store_batch(self, batch: Sequence[NewRecord], near: dedupe.NearDuplicates, *,
+                     last: bool = False) -> list[Stored]:
         known = {layer: self.db.existing(layer, [i.content_hash for i in batch if i.layer == layer])
                  for layer in {i.layer for i in batch}}
         need = [i.text for i in batch if i.content_hash not in known[i.layer]]
         while True:
             vectors = dict(zip(need, self._vectors(need, "document"))) if need else {}
+            joins = near.find(batch, vectors)
             try:
-                return self._insert(batch, vectors, last=last)
+                results = self._insert(batch, vectors, joins, last=last)
             except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                 need.append(str(missing))
+                continue
+            near.added(batch, vectors, results)
+            return results
 
-    def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray], *,
-                last: bool = False) -> list[Stored]:
+    def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
+                joins: dict[int, dedupe.Join], *, last: bool = False) -> list[Stored]:
         when = clock.now_iso()
-        results = []
+        results: list[Stored] = []
         with self.db.write() as conn:
-            for item in batch:
-                record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
-                results.append(Stored(record_id, item.layer, duplicate))
+            for n, item in enumerate(batch):
+                join = joins.get(n)
+                target = None if join is None else (
+                    join.record if join.record is not None else results[join.item].id)
+                record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when,
+                                                      join=target)
+                similarity = None if not duplicate else (
+                    join.similarity if join is not None and record_id == target else 1.0)
+                results.append(Stored(record_id, item.layer, duplicate, similarity))
             if last and self._op is not None:  # the call's figures ride on its last commit
                 self.db.record_op(conn, self._op)
         return results
@@ -321,6 +339,29 @@ class Memory:
                  ) -> list[tuple[int, float]]:
         match = fts_query(query)
         return self.db.keyword_search(match, layers, filters, n) if match else []
+
+    # -- the lifecycle (magray/lifecycle.py, magray/maintenance.py) ------------------------
+
+    def promote(self, *, layers: Sequence[str] = (), threshold: float | None = None,
+                ids: Sequence[int] = (), dry_run: bool = False, explain: bool = False
+                ) -> "lifecycle.PromotionReport":
+        """Move records that proved valuable one layer up (interact -> insights -> assets).
+        ``explain`` keeps every scored decision in the report, not only the promoted ones."""
+        return lifecycle.promote(self, layers=layers, threshold=threshold, ids=ids,
+                                 dry_run=dry_run, explain=explain)
+
+    def clean(self, *, dry_run: bool = False, promote: bool | None = None
+              ) -> "lifecycle.CleanReport":
+        """Expire records past their layer's TTL, evict the lowest-value ones above its
+        capacity, prune the embedding cache; promotes first when ``promote`` (default:
+        setting clean_promotes)."""
+        return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
+
+    def optimize(self, *, reembed: bool = False, progress: Progress | None = None
+                 ) -> "maintenance.OptimizeReport":
+        """Rebuild the indexes from the stored vectors, prune orphans, VACUUM; with
+        ``reembed``, first re-embed every record with the configured model."""
+        return maintenance.optimize(self, reembed=reembed, progress=progress)
 
     # -- reading --------------------------------------------------------------------------
 

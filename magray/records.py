@@ -77,11 +77,13 @@ class Hit:
 
 @dataclass(frozen=True)
 class Stored:
-    """The outcome of storing one text: its record id, and whether it joined an existing one."""
+    """The outcome of storing one text: its record id, and whether it joined an existing one
+    (``similarity``: 1.0 for the same text, the cosine similarity for a near-duplicate)."""
 
     id: int
     layer: str
     duplicate: bool
+    similarity: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -131,6 +131,14 @@ def m002_ops(db: sqlite_utils.Database) -> None:
     """)
 
 
+@migrations()
+def m003_pending_embedding(db: sqlite_utils.Database) -> None:
+    # `magray optimize --reembed` writes each record's new vector here, batch by batch, and
+    # swaps them all in at the end: a kill mid-way loses nothing, a rerun continues, and
+    # readers meanwhile still see one consistent vector space.
+    db.execute("ALTER TABLE records ADD COLUMN pending_embedding BLOB")
+
+
 @dataclass
 class Op:
     """One store or search call being timed; written in the call's own write transaction."""
@@ -220,18 +228,20 @@ class Store(Reader):
         return found
 
     def insert(self, conn: sqlite3.Connection, item: NewRecord, vector: np.ndarray | None,
-               when: str) -> tuple[int, bool]:
+               when: str, join: int | None = None) -> tuple[int, bool]:
         """Insert one record inside a write transaction, or count a duplicate as an access.
-        Returns (id, duplicate). ``vector`` may be None only for a text expected to be a
-        duplicate; if that record vanished meanwhile, ``VectorNeeded`` is raised."""
+        Returns (id, duplicate). ``join`` names a near-duplicate record of the same layer to
+        merge into when the text itself is new (if it still exists). ``vector`` may be None
+        only for a text expected to be a duplicate; if that record vanished meanwhile,
+        ``VectorNeeded`` is raised."""
         digest = item.content_hash
-        row = conn.execute("SELECT id, tags FROM records WHERE layer = ? AND content_hash = ?",
+        row = conn.execute("SELECT id FROM records WHERE layer = ? AND content_hash = ?",
                            (item.layer, digest)).fetchone()
         if row:
-            tags = json.dumps(sorted(set(json.loads(row[1])) | set(item.tags)))
-            conn.execute("UPDATE records SET access_count = access_count + 1, last_access = ?, "
-                         "tags = ? WHERE id = ?", (when, tags, row[0]))
+            self.merge(conn, row[0], item, when)
             return row[0], True
+        if join is not None and self.merge(conn, join, item, when):
+            return join, True
         if vector is None:
             raise VectorNeeded(item.text)
         created = item.created_at or when
@@ -243,6 +253,20 @@ class Store(Reader):
              item.session, created, when, item.importance, digest,
              np.ascontiguousarray(vector, dtype=np.float32).tobytes()))
         return cursor.lastrowid, False
+
+    def merge(self, conn: sqlite3.Connection, record_id: int, item: NewRecord, when: str
+              ) -> bool:
+        """Count ``item`` as an access of the record (tags merged, the higher importance
+        kept); False when the record is no longer in the item's layer."""
+        row = conn.execute("SELECT tags FROM records WHERE id = ? AND layer = ?",
+                           (record_id, item.layer)).fetchone()
+        if row is None:
+            return False
+        tags = json.dumps(sorted(set(json.loads(row[0])) | set(item.tags)))
+        conn.execute("UPDATE records SET access_count = access_count + 1, last_access = ?, "
+                     "tags = ?, importance = max(importance, ?) WHERE id = ?",
+                     (when, tags, item.importance, record_id))
+        return True
 
     def touch(self, ids: Sequence[int], op: Op | None = None) -> None:
         """Count the records as accessed now (and record ``op`` in the same transaction)."""
@@ -355,6 +379,21 @@ class Store(Reader):
                 if len(blob) == dim * 4:
                     found[digest] = np.frombuffer(blob, dtype=np.float32)
         return found
+
+    def touch_cache(self, model: str, hashes: Sequence[str], when: str, unless_since: str
+                    ) -> None:
+        """Mark cache entries as used at ``when`` (LRU pruning reads it); entries already
+        marked at or after ``unless_since`` are left alone, so hot entries cost no write."""
+        stale: list[str] = []
+        for chunk in _chunks(sorted(set(hashes)), 900):
+            stale += [r[0] for r in self.conn.execute(
+                f"SELECT text_hash FROM embed_cache WHERE model = ? AND last_used < ? "
+                f"AND text_hash IN ({_marks(chunk)})", (model, unless_since, *chunk))]
+        if not stale:
+            return
+        with self.write() as conn:
+            conn.executemany("UPDATE embed_cache SET last_used = ? WHERE model = ? "
+                             "AND text_hash = ?", [(when, model, d) for d in stale])
 
     def cache_vectors(self, conn: sqlite3.Connection, model: str,
                       items: Iterable[tuple[str, np.ndarray]], when: str) -> None:

@@ -11,7 +11,9 @@ import sys
 
 from . import output
 from .app import app
-from . import search as _search, status as _status, store as _store  # noqa: F401  (registers)
+# Registration order is the order of `magray --help`.
+from . import store, search  # noqa: F401,E402
+from . import lifecycle, status  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,264 @@
+"""Maintenance: compact the indexes, prune orphans, VACUUM; re-embed after a model change.
+
+Re-embedding is the one lifecycle task that loads the model. New vectors wait in
+``records.pending_embedding`` (migration m002) until every record has one, then replace the
+old ones in a single transaction together with the recorded model and dimension.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+
+import numpy as np
+
+from . import files
+from .errors import IntegrityError, ModelMismatchError
+from .records import LAYERS, content_hash
+
+if TYPE_CHECKING:
+    from .memory import Memory
+
+Progress = Callable[[int], None]
+REEMBED_BATCH = 256  # records re-embedded per committed transaction
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """One layer's index rebuilt from the stored vectors."""
+
+    layer: str
+    records: int
+    before_bytes: int
+    after_bytes: int
+    was: str  # the index's state before: "in step", or why it was not
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "records": self.records, "before_bytes": self.before_bytes,
+                "after_bytes": self.after_bytes, "was": self.was}
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    model_key: str
+    dim: int
+    previous_key: str | None
+    previous_dim: int | None
+    embedded: int  # records embedded in this run
+    resumed: int  # records an interrupted earlier run had already embedded
+
+    def to_dict(self) -> dict:
+        return {"model_key": self.model_key, "dim": self.dim, "previous_key": self.previous_key,
+                "previous_dim": self.previous_dim, "embedded": self.embedded,
+                "resumed": self.resumed}
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    indexes: tuple[Compaction, ...]
+    database_before: int
+    database_after: int
+    fts: str  # "optimized", or "rebuilt" when it disagreed with the records
+    orphans: Mapping[str, int] = field(default_factory=dict)
+    reembed: ReembedReport | None = None
+
+    def to_dict(self) -> dict:
+        return {"indexes": [c.to_dict() for c in self.indexes],
+                "database": {"before_bytes": self.database_before,
+                             "after_bytes": self.database_after},
+                "fts": self.fts, "orphans": dict(self.orphans),
+                "reembed": self.reembed.to_dict() if self.reembed else None}
+
+
+# -- optimize -------------------------------------------------------------------------------
+
+
+def optimize(memory: "Memory", *, reembed: bool = False, progress: Progress | None = None
+             ) -> OptimizeReport:
+    """Re-embed (if asked), rebuild every layer index from the stored vectors, check it
+    agrees with the database, prune orphans, optimize FTS, VACUUM and ANALYZE."""
+    reembedded = reembed_all(memory, progress=progress) if reembed else None
+    before = database_bytes(memory)
+    temp_files = _remove_temp_files(memory)
+    compactions = tuple(_compact(memory, layer) for layer in LAYERS) \
+        if memory.recorded_model()[1] is not None else ()
+    orphans = {"index_log": _prune_index_log(memory),
+               "embed_cache": _prune_foreign_cache(memory), "temp_files": temp_files}
+    fts = _optimize_fts(memory)
+    with memory.db._busy_guard():
+        memory.db.conn.execute("VACUUM")
+        memory.db.conn.execute("ANALYZE")
+        memory.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return OptimizeReport(compactions, before, database_bytes(memory), fts, orphans, reembedded)
+
+
+def _compact(memory: "Memory", layer: str) -> Compaction:
+    index = memory.index(layer)
+    before = _size(index.path)
+    was = index.staleness() or "in step"
+    report = index.sync(rebuild=True)
+    stale, count = index.staleness(), memory.db.count(layer)
+    if stale or report.count != count or not index.verify():
+        raise IntegrityError(f"the {layer} index disagrees with the database after a rebuild "
+                             f"({stale or f'{report.count} vs {count} records'})")
+    return Compaction(layer, report.count, before, _size(index.path), was)
+
+
+def _prune_index_log(memory: "Memory") -> int:
+    """Log rows every index has applied: needed by nobody."""
+    pruned = 0
+    for layer in LAYERS:
+        state = memory.index(layer).state() if memory.recorded_model()[1] else None
+        if state is None:
+            continue
+        pruned += memory.db.conn.execute(
+            "SELECT count(*) FROM index_log WHERE layer = ? AND seq <= ?",
+            (layer, state.seq)).fetchone()[0]
+        memory.db.prune_log(layer, state.seq)
+    return pruned
+
+
+def _prune_foreign_cache(memory: "Memory") -> int:
+    """Cached vectors of models this memory no longer uses can never be read again."""
+    key = memory.recorded_model()[0]
+    if key is None:
+        return 0
+    with memory.db.write() as conn:
+        return conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
+                            (f"{key}|document", f"{key}|query")).rowcount
+
+
+def _remove_temp_files(memory: "Memory") -> int:
+    """Temporary files of writers that were killed before they could rename them."""
+    from .locks import locked
+
+    removed = 0
+    for layer in LAYERS:
+        index = memory.index(layer) if memory.recorded_model()[1] else None
+        if index is None:
+            continue
+        with locked(index.lock_path, timeout=memory.settings.busy_timeout):
+            removed += files.remove_leftovers(index.path) + files.remove_leftovers(index.sidecar)
+    return removed
+
+
+def _optimize_fts(memory: "Memory") -> str:
+    with memory.db.write() as conn:
+        try:
+            conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('integrity-check', 1)")
+            outcome = "optimized"
+        except sqlite3.DatabaseError:
+            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
+            outcome = "rebuilt"
+        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
+    return outcome
+
+
+def database_bytes(memory: "Memory") -> int:
+    path = memory.db.path
+    return sum(_size(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+# -- re-embedding ---------------------------------------------------------------------------
+
+
+def reembed_all(memory: "Memory", *, progress: Progress | None = None) -> ReembedReport:
+    """Re-embed every record with the configured model, in committed batches, then switch
+    the memory to it in one transaction (new vectors, model and dimension together).
+
+    New vectors wait in ``records.pending_embedding`` until the switch, so readers keep one
+    consistent vector space throughout, a kill loses nothing, and a rerun for the same model
+    (meta ``reembed_target``) continues where the last one stopped.
+    """
+    db, embedder = memory.db, memory.embedder
+    target, (previous, previous_dim) = embedder.key, memory.recorded_model()
+    pending_for = db.meta("reembed_target")
+    if previous is None or previous == target:  # nothing stored, or nothing changed
+        if pending_for is not None:  # an interrupted run for a model set back since
+            _forget_pending(db, None)
+        return ReembedReport(target, previous_dim or 0, previous, previous_dim, 0, 0)
+    if pending_for != target:  # another model's leftovers, or a first run: start over
+        _forget_pending(db, target)
+    resumed = db.conn.execute("SELECT count(*) FROM records "
+                              "WHERE pending_embedding IS NOT NULL").fetchone()[0]
+    dim, embedded = embedder.dim, 0
+    while True:
+        for rows in _unembedded(db):
+            _embed_batch(memory, rows, target, dim)
+            embedded += len(rows)
+            if progress:
+                progress(len(rows))
+        if _switch(memory, target, dim):
+            return ReembedReport(target, dim, previous, previous_dim, embedded, resumed)
+
+
+def pending_reembed(memory: "Memory") -> int:
+    """Records a re-embedding still has to embed (for a progress bar's total); the model
+    is not loaded to find out."""
+    recorded, target = memory.recorded_model()[0], memory.embedder.key
+    pending_for = memory.db.meta("reembed_target")
+    if recorded is None or recorded == target:
+        return 0
+    where = " WHERE pending_embedding IS NULL" if pending_for == target else ""
+    return memory.db.conn.execute(f"SELECT count(*) FROM records{where}").fetchone()[0]
+
+
+def _forget_pending(db, target: str | None) -> None:
+    with db.write() as conn:
+        conn.execute("UPDATE records SET pending_embedding = NULL "
+                     "WHERE pending_embedding IS NOT NULL")
+        if target is None:
+            conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
+        else:
+            db.set_meta(conn, "reembed_target", target)
+
+
+def _unembedded(db) -> Iterator[list[tuple[int, str]]]:
+    while rows := db.conn.execute("SELECT id, text FROM records WHERE pending_embedding IS NULL "
+                                  "ORDER BY id LIMIT ?", (REEMBED_BATCH,)).fetchall():
+        yield rows
+
+
+def _embed_batch(memory: "Memory", rows: list[tuple[int, str]], target: str, dim: int) -> None:
+    texts = [text for _, text in rows]
+    digests = [content_hash(t) for t in texts]
+    cached = memory.db.cached_vectors(f"{target}|document", digests, dim)
+    missing = [t for t, d in zip(texts, digests) if d not in cached]
+    fresh = dict(zip(missing, memory.embedder.embed_documents(missing))) if missing else {}
+    vectors = [cached[d] if d in cached else fresh[t] for t, d in zip(texts, digests)]
+    if any(v.shape != (dim,) for v in vectors):
+        raise ModelMismatchError(f"the model {target} made vectors of another size than its "
+                                 f"{dim} dimensions")
+    with memory.db.write() as conn:
+        conn.executemany("UPDATE records SET pending_embedding = ? WHERE id = ? AND text = ?",
+                         [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), record_id, text)
+                          for (record_id, text), v in zip(rows, vectors)])
+
+
+def _switch(memory: "Memory", target: str, dim: int) -> bool:
+    """Swap every new vector in, and record the model, if no record still lacks one
+    (another process may have stored some meanwhile: then False, embed those first)."""
+    db = memory.db
+    with db.write() as conn:
+        if conn.execute("SELECT 1 FROM records WHERE pending_embedding IS NULL LIMIT 1"
+                        ).fetchone():
+            return False
+        conn.execute("UPDATE records SET embedding = pending_embedding, pending_embedding = NULL")
+        db.set_meta(conn, "model", memory.embedder.name)
+        db.set_meta(conn, "model_key", target)
+        db.set_meta(conn, "dim", str(dim))
+        conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
+        conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
+                     (f"{target}|document", f"{target}|query"))
+    return True
