@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from . import files
 from .errors import IntegrityError
@@ -116,23 +116,36 @@ class LayerIndex:
         if self.staleness(state):
             self.sync()
             state = self.state()
+        view = self._view_matching(state)
+        if view is not False:
+            return view
+        # A writer renamed a new file in after we read its sidecar and has not yet written
+        # the new sidecar. Under a shared lock no writer is between the two renames.
+        with locked(self.lock_path, timeout=self.lock_timeout, shared=True):
+            view = self._view_matching(self.state())
+        if view is not False:
+            return view
+        self.sync(rebuild=True)  # the pair disagrees for good: damaged, so rebuild
+        view = self._view_matching(self.state())
+        if view is False:
+            raise IntegrityError(f"the {self.layer} index could not be read after a rebuild")
+        return view
+
+    def _view_matching(self, state: IndexState | None) -> "Index | None | Literal[False]":
+        """The mapped file if it holds what ``state`` says; None for an empty layer; False
+        when file and sidecar disagree."""
+        if state is None or state.count == 0:
+            return None
         from usearch.index import Index
 
-        for _ in range(10):
-            if state is None or state.count == 0:
-                return None
-            try:
-                view = Index.restore(str(self.path), view=True)
-            except (ValueError, RuntimeError, OSError):
-                view = None
-            if view is not None and len(view) == state.count:
-                view.expansion_search = self.ef_search
-                return view
-            # Another process replaced the file after we read its sidecar: the file can only
-            # have moved forward, so read the newer sidecar and look again.
-            state = self.state()
-        raise IntegrityError(f"the {self.layer} index keeps disagreeing with its metadata; "
-                             "run `magray optimize`")
+        try:
+            view = Index.restore(str(self.path), view=True)
+        except (ValueError, RuntimeError, OSError):
+            return False
+        if view is None or len(view) != state.count:
+            return False
+        view.expansion_search = self.ef_search
+        return view
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Approximate top-k (record id, inner product) for one normalised query vector."""
@@ -222,10 +235,12 @@ class LayerIndex:
     def _save(self, index: "Index", seq: int, count: int) -> None:
         with files.replacing(self.path) as tmp:
             index.save(str(tmp))
-        info = self.path.stat()
-        state = IndexState(store_id=self.store.store_id, layer=self.layer, seq=seq, count=count,
-                           spec=self.spec, size=info.st_size, mtime_ns=info.st_mtime_ns,
-                           crc32=files.crc32(self.path))
+            # Everything the sidecar says is read off the temporary file, so the window
+            # between the two renames stays as short as it can be.
+            info = tmp.stat()
+            state = IndexState(store_id=self.store.store_id, layer=self.layer, seq=seq,
+                               count=count, spec=self.spec, size=info.st_size,
+                               mtime_ns=info.st_mtime_ns, crc32=files.crc32(tmp))
         files.write_atomic(self.sidecar, json.dumps(asdict(state), indent=1).encode())
 
     # -- file checks ----------------------------------------------------------------------
