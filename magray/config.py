@@ -108,6 +108,11 @@ SPEC: dict[str, Setting] = {
         Setting("busy_timeout", 60.0,
                 "seconds to wait for another magray process's database or index lock",
                 minimum=0.0, maximum=3600.0),
+        Setting("backup_level", 3, "zstd compression level of backup archives (1-19)",
+                minimum=1, maximum=19),
+        Setting("restore_max_bytes", 64 * 1024 ** 3,
+                "most bytes a backup archive may unpack to (refuses decompression bombs)",
+                minimum=1, maximum=2 ** 62),
     ]
 }
 

@@ -11,7 +11,7 @@ import sys
 
 from . import output
 from .app import app
-from . import search as _search, store as _store  # noqa: F401  (registers the commands)
+from . import backup as _backup, search as _search, store as _store  # noqa: F401  (registers the commands)
 
 __all__ = ["app", "main"]
 
