@@ -266,11 +266,10 @@ def parse_header(block: bytes) -> Entry:
     stored = _octal(block[148:156], "header checksum")
     if stored != sum(block[:148]) + 256 + sum(block[156:]):
         raise IntegrityError("tar: header checksum mismatch")
-    if block[257:265] != b"ustar\x0000":
-        raise IntegrityError("tar: not a POSIX ustar header")
+    ustar = block[257:265] == b"ustar\x0000"
     try:
         name = block[0:100].split(b"\0", 1)[0].decode("ascii")
-        prefix = block[345:500].split(b"\0", 1)[0].decode("ascii")
+        prefix = block[345:500].split(b"\0", 1)[0].decode("ascii") if ustar else ""
     except UnicodeDecodeError:
         raise IntegrityError("refused member: a name that is not plain ASCII") from None
     name = f"{prefix}/{name}" if prefix else name
@@ -278,6 +277,8 @@ def parse_header(block: bytes) -> Entry:
     if kind not in (b"0", b"\0"):
         what = _TYPES.get(kind, f"of tar type {kind!r}")
         raise IntegrityError(f"refused member '{_shown(name)}': {what}, not a regular file")
+    if not ustar:
+        raise IntegrityError(f"tar: '{_shown(name)}' does not have a POSIX ustar header")
     check_name(name)
     return Entry(name, _octal(block[124:136], f"size of '{name}'"))
 

@@ -226,22 +226,25 @@ def _write(where: Paths, store, directory: Path, names: Iterator[Path], moment: 
 
 def _targets(where: Paths, output: Path | None, moment: datetime
              ) -> tuple[Path, Iterator[Path]]:
-    """The directory an archive goes to, and the names to try there, in order."""
+    """The directory an archive goes to, and the names to try there, in order. ``output``
+    ending in .tar.zst names a new archive file; anything else is a directory."""
     stamp = moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if output is None:
         directory = where.backups
         make_private_dir(directory)
-    else:
-        as_directory = str(output).endswith(("/", os.sep))
+    elif Path(output).name.endswith(SUFFIX):
         output = Path(output).expanduser().absolute()
-        if not (as_directory or output.is_dir()):
-            if output.exists() or output.is_symlink():
-                raise InputError(f"--output {output} already exists; a backup never "
-                                 "overwrites a file")
-            if not output.parent.is_dir():
-                raise InputError(f"--output: the directory {output.parent} does not exist")
-            return output.parent, iter([output])
-        directory = output
+        if output.exists() or output.is_symlink():
+            raise InputError(f"--output {output} already exists; a backup never overwrites a "
+                             "file")
+        if not output.parent.is_dir():
+            raise InputError(f"--output: the directory {output.parent} does not exist")
+        return output.parent, iter([output])
+    else:
+        directory = Path(output).expanduser().absolute()
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"--output {directory} is not a directory (an archive file name "
+                             f"must end in {SUFFIX})")
         directory.mkdir(parents=True, exist_ok=True)
 
     def names() -> Iterator[Path]:
@@ -290,6 +293,7 @@ def snapshot_database(store, target: Path) -> dict:
     Returns the snapshot's store id, model and per-layer counts."""
     copy = sqlite3.connect(target, isolation_level=None)
     try:
+        copy.execute("PRAGMA synchronous=OFF")  # a scratch file: the archive gets the fsync
         try:
             store.conn.backup(copy)
         except sqlite3.DatabaseError as exc:

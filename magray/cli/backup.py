@@ -21,7 +21,7 @@ app.add_typer(backup_app, name="backup")
 Json = output.JsonFlag
 Output = Annotated[Optional[Path], typer.Option(
     "--output", "-o", help="Directory for the archive (default: the backups directory), or a "
-                           "new file name.", show_default=False)]
+                           "new file name ending in .tar.zst.", show_default=False)]
 Daily = Annotated[Optional[int], typer.Option(
     "--keep-daily", min=0, help="Keep the newest archive of each of the last N days.",
     show_default=False)]
@@ -153,13 +153,13 @@ def restore(
 
 
 def _ask(plan: RestoreResult) -> bool:
-    import click
-
-    output.stderr().print(_restore_lines(plan)[0], markup=False)
+    info = plan.archive
+    output.stderr().print(f"{info.path} verified: {_counts(info)}, made {info.created_at}",
+                          markup=False)
     try:
         return typer.confirm(f"Replace the {sum(plan.replaced.values())} records here with "
                              "the archive's?", err=True)
-    except click.exceptions.Abort:
+    except typer.Abort:  # end of input or ^C at the prompt
         return False
 
 
