@@ -312,7 +312,8 @@ def database_facts(conn: sqlite3.Connection) -> dict:
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     counts = dict.fromkeys(LAYERS, 0)
     for layer, count in conn.execute("SELECT layer, count(*) FROM records GROUP BY layer"):
-        counts[layer] = count
+        if layer in counts:  # the store accepts no other layer
+            counts[layer] = count
     dim = meta.get("dim")
     return {"store_id": meta.get("store_id", ""), "model": meta.get("model"),
             "model_key": meta.get("model_key"), "dim": int(dim) if dim else None,
