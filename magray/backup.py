@@ -13,10 +13,12 @@ meanwhile and an archived index is never ahead of the archived database. After a
 ``sync`` replays the index log for whatever an index is behind.
 
 Restore verifies and unpacks the whole archive into a staging directory first; only then,
-under every index lock, it writes a verified safety archive of the current data, loads the
-staged database into the live one through the backup API (one transaction: other processes
-see the old memory or the new one, never a mixture), and puts the staged index files in
-place. The safety archive stays in ``<data>/safety/`` until the next successful restore.
+under every index lock and with the database to itself (SQLite's exclusive locking mode,
+granted once no other process has it open), it writes a verified safety archive of the
+current data, loads the staged database into the live one through the backup API (one
+transaction), and puts the staged index files in place. Nothing can be written between the
+safety copy and the load. The safety archive stays in ``<data>/safety/`` until the next
+successful restore.
 """
 
 from __future__ import annotations
@@ -758,12 +760,14 @@ def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
 
 def _swap(where: Paths, store, stage: Path, use_config: bool, replacing: bool, *,
           level: int, timeout: float) -> Path | None:
-    """Under every index lock: write a verified safety archive of the current data, then
-    load the staged database into the live one and put the staged index files in place."""
+    """Under every index lock and with the database to ourselves: write a verified safety
+    archive of the current data, load the staged database into the live one, and put the
+    staged index files in place."""
     safety = None
     with ExitStack() as held:
         for layer in LAYERS:
             held.enter_context(locked(layer_files(where, layer)[2], timeout=timeout))
+        held.enter_context(_exclusive(store))
         if replacing:
             safety = _safety_archive(where, store, level=level, timeout=timeout)
         for layer in LAYERS:  # no index file is ever paired with the wrong database
@@ -779,9 +783,31 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, replacing: bool, *
     return safety
 
 
+@contextmanager
+def _exclusive(store) -> Iterator[None]:
+    """Have the database to this connection alone (SQLite's EXCLUSIVE locking mode) from the
+    safety copy to the end of the load, so that no other process can write a record in
+    between (it would be in neither) or read a half-restored memory. SQLite grants this only
+    when no other connection has the database open; it waits up to the busy timeout."""
+    conn = store.conn
+    conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+    try:
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the exclusive lock, kept after COMMIT
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise BusyError(f"another magray process has {store.path} open; stop it (a cron "
+                            "job, an agent) and restore again. Nothing was changed") from None
+        yield
+    finally:
+        conn.execute("PRAGMA locking_mode=NORMAL")
+        conn.execute("SELECT count(*) FROM meta").fetchone()  # the next access unlocks
+
+
 def _safety_archive(where: Paths, store, *, level: int, timeout: float) -> Path:
-    """Archive the current data while holding the database's write lock, so that nothing
-    can be written between this copy and the swap that replaces it."""
+    """Archive the current data into ``<data>/safety/``, verified, before it is replaced."""
     directory = where.data / SAFETY_DIR
     make_private_dir(directory)
     moment = clock.now()
@@ -792,43 +818,26 @@ def _safety_archive(where: Paths, store, *, level: int, timeout: float) -> Path:
         for number in range(2, 1000):
             yield directory / f"{SAFETY_PREFIX}{stamp}-{number}{SUFFIX}"
 
-    with _write_lock(store.path, timeout):
-        info, _ = _write(where, store, directory, names(), moment, level=level,
-                         timeout=timeout, progress=None, lock=False)
-        try:
-            verify(info.path)
-        except IntegrityError as exc:
-            info.path.unlink(missing_ok=True)
-            raise IntegrityError(f"the safety copy of the current data failed verification "
-                                 f"({exc}); nothing was changed") from None
-    return info.path
-
-
-@contextmanager
-def _write_lock(database: Path, timeout: float) -> Iterator[None]:
-    """Hold the database's write lock from a separate connection (writers wait)."""
-    guard = sqlite3.connect(database, timeout=timeout, isolation_level=None)
+    info, _ = _write(where, store, directory, names(), moment, level=level, timeout=timeout,
+                     progress=None, lock=False)
     try:
-        try:
-            guard.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            raise BusyError(f"the database {database} stayed locked by another magray "
-                            "process; try again, or raise busy_timeout") from None
-        yield
-    finally:
-        guard.close()  # rolls the empty transaction back
+        verify(info.path)
+    except IntegrityError as exc:
+        info.path.unlink(missing_ok=True)
+        raise IntegrityError(f"the safety copy of the current data failed verification "
+                             f"({exc}); nothing was changed") from None
+    return info.path
 
 
 def _load(staged: Path, store, timeout: float) -> None:
     """Copy the staged database into the live one: the backup API writes it in one
-    transaction, through SQLite's own locking, so the WAL and other connections stay sound."""
+    transaction, through SQLite's own locking, so the WAL stays sound."""
     source = sqlite3.connect(f"file:{staged}?mode=ro", uri=True)
     deadline = time.monotonic() + timeout
 
     def patience(status: int, remaining: int, total: int) -> None:
         if time.monotonic() > deadline:
-            raise BusyError(f"the database {store.path} stayed locked by another magray "
-                            "process; nothing was restored")
+            raise BusyError(f"the database {store.path} stayed locked; nothing was restored")
 
     try:
         source.backup(store.conn, progress=patience)

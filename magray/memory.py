@@ -348,7 +348,8 @@ class Memory:
                 confirm: Callable[["RestoreResult"], bool] | None = None, dry_run: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> "RestoreResult":
         """Replace this memory with an archive's, after verifying all of it. The current data
-        is kept as a safety archive (``result.safety_copy``) until the next restore.
+        is kept as a safety archive (``result.safety_copy``) until the next restore. Other
+        processes must close the memory first (this waits up to busy_timeout for them).
         ``replace`` (or ``confirm(plan)`` returning True) is needed to replace records;
         ``config``: also restore the archive's config.toml (None: only where there is none)."""
         from dataclasses import replace as with_fields  # the argument hides the module's

@@ -105,6 +105,7 @@ def test_index_behind_the_database_is_replayed_after_restore(mem, home):
 def test_replacing_data_needs_yes_when_not_interactive(mem, home, cli):
     fill(mem)
     archive = mem.backup().archive.path
+    at_backup = dump(_db(home))
     mem.store_texts(["written after the backup"])
     before = dump(_db(home))
     result = cli("restore", str(archive))
@@ -112,9 +113,24 @@ def test_replacing_data_needs_yes_when_not_interactive(mem, home, cli):
     declined = cli("restore", str(archive), tty=True)  # a terminal that answers nothing
     assert declined.code == 1 and "cancelled" in declined.err
     assert dump(_db(home)) == before and mem.safety_copies() == []
+    mem.close()  # a restore needs the memory to itself
     done = cli("restore", "--yes", str(archive))
     assert done.code == 0 and "previous data (23 records) kept in" in done.out
-    assert mem.db.count("interact") == 20
+    assert dump(_db(home)) == at_backup
+
+
+def test_restore_waits_for_other_processes_then_refuses(mem, home, cli, monkeypatch):
+    fill(mem)
+    archive = mem.backup().archive.path
+    mem.store_texts(["written after the backup"])
+    before = dump(_db(home))
+    monkeypatch.setenv("MAGRAY_BUSY_TIMEOUT", "0.2")
+    mem.search("anything", track=False)  # this open connection now holds a shared lock
+    result = cli("restore", "--yes", str(archive))
+    assert result.code == 1 and "another magray process has" in result.err
+    assert dump(_db(home)) == before and mem.safety_copies() == []
+    assert sorted(p.name for p in (home / "data").iterdir() if p.name.startswith(".")) == []
+    mem.store_texts(["the memory still works"])
 
 
 def test_interactive_restore_asks_and_proceeds_on_yes(mem, home):
@@ -123,6 +139,7 @@ def test_interactive_restore_asks_and_proceeds_on_yes(mem, home):
     fill(mem)
     archive = mem.backup().archive.path
     mem.store_texts(["written after the backup"])
+    mem.close()
     controller, terminal = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "magray", "restore", str(archive)],
@@ -140,7 +157,7 @@ def test_interactive_restore_asks_and_proceeds_on_yes(mem, home):
     assert process.returncode == 0, seen
     assert b"verified: 22 records" in seen and b"Replace the 23 records here" in seen
     assert b"previous data (23 records) kept in" in out
-    assert mem.db.count("interact") == 20
+    assert len(dump(_db(home))["records"]) == 22
 
 
 def test_dry_run_verifies_and_changes_nothing(mem, home, cli):

@@ -138,7 +138,8 @@ def restore(
 ) -> None:
     """Replace the memory with an archive's. The whole archive is verified first (exit 3 and
     nothing changed when it is damaged); the current data is kept as a safety archive, named
-    in the output, until the next restore. Stop other magray writers while restoring."""
+    in the output, until the next restore. Other magray processes must close the memory
+    first: restore waits for them up to busy_timeout."""
     confirm = _ask if output.is_tty(sys.stdin) else None
     with open_memory(ctx) as memory, _progress("verifying") as progress:
         result = memory.restore(archive, replace=yes, config=config, confirm=confirm,
