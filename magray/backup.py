@@ -519,6 +519,10 @@ def _info(document: dict, path: Path, size: int) -> BackupInfo:
             raise IntegrityError(f"manifest: bad member entry {str(name)[:100]!r}")
         seen.add(name)
         members.append(Member(name, size_, digest))
+    for member in members:  # small files stay small: they are read whole later
+        if not member.name.endswith((".db", ".usearch")) and member.size > MAX_CONFIG:
+            raise IntegrityError(f"manifest: '{member.name}' is {member.size} bytes, over "
+                                 f"{MAX_CONFIG}")
     if DB_MEMBER not in seen:
         raise IntegrityError(f"manifest: no {DB_MEMBER}")
     created_at = get("created_at", str)
@@ -692,6 +696,8 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
         has_config = staged_config.is_file()
         use_config = has_config and (config or (config is None
                                                 and not where.config_file.exists()))
+        if use_config:
+            _check_config(staged_config, path)
         _check_model(info, expected_key(staged_config if use_config else None), path)
         current = database_facts(store.conn)["counts"]
         plan = RestoreResult(info, current, "restored" if use_config else
@@ -706,6 +712,7 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
                                  "pass --yes to confirm")
             if not confirm(plan):
                 raise MagrayError("restore cancelled; nothing was changed")
+        _match_page_size(stage / STAGED[DB_MEMBER], store)
         safety = _swap(where, store, stage, use_config, replacing, level=level,
                        timeout=timeout)
         discard_safety_copies(where, keep=safety)
@@ -747,6 +754,16 @@ def _check_staged(db: Path, info: BackupInfo, path: Path) -> None:
                  "dim": info.dim, "counts": dict(info.counts)}
     if facts != described:
         raise IntegrityError(f"{path}: the manifest does not describe the archived database")
+
+
+def _check_config(staged: Path, path: Path) -> None:
+    from . import config
+
+    try:
+        config.read_file(staged)
+    except InputError as exc:
+        raise InputError(f"{path}: the archived config.toml is not usable ({exc}); restore "
+                         "with --no-config") from None
 
 
 def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
@@ -827,6 +844,19 @@ def _safety_archive(where: Paths, store, *, level: int, timeout: float) -> Path:
         raise IntegrityError(f"the safety copy of the current data failed verification "
                              f"({exc}); nothing was changed") from None
     return info.path
+
+
+def _match_page_size(staged: Path, store) -> None:
+    """The backup API cannot change a WAL database's page size: give the staged copy the
+    live one's (an archive from another machine's SQLite build may differ)."""
+    wanted = store.conn.execute("PRAGMA page_size").fetchone()[0]
+    conn = sqlite3.connect(staged, isolation_level=None)
+    try:
+        if conn.execute("PRAGMA page_size").fetchone()[0] != wanted:
+            conn.execute(f"PRAGMA page_size={int(wanted)}")
+            conn.execute("VACUUM")
+    finally:
+        conn.close()
 
 
 def _load(staged: Path, store, timeout: float) -> None:

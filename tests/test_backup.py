@@ -388,3 +388,26 @@ def test_prune_cli_needs_a_rule_and_reports(fake_memory, cli):
     result = cli("backup", "prune", "--keep-daily", "1", "--dry-run", "--json")
     assert result.code == 0 and json.loads(result.out)["dry_run"] is True
     assert cli("backup", "--json", "list").code == 2  # create options before a subcommand
+
+
+def test_progress_bar_counts_mib_and_closes_when_complete(monkeypatch):
+    from contextlib import contextmanager
+
+    from magray.cli import backup as cli_backup, output
+
+    events = []
+
+    @contextmanager
+    def fake_progress(total, label):
+        events.append(("open", total, label))
+        yield lambda n: events.append(("advance", n))
+        events.append(("close",))
+
+    monkeypatch.setattr(output, "progress", fake_progress)
+    with cli_backup._progress("backing up") as update:
+        for done in (0, 1 << 19, 3 << 20, 100 << 20):
+            update(done, 100 << 20)
+        assert events[-1] == ("close",)  # closed as soon as the count was complete
+    assert events[0] == ("open", 100, "backing up")
+    assert sum(e[1] for e in events if e[0] == "advance") == 100
+

@@ -99,6 +99,36 @@ def test_index_behind_the_database_is_replayed_after_restore(mem, home):
         assert (set(int(k) for k in view.keys) if view is not None else set()) == ids
 
 
+def test_restore_across_sqlite_page_sizes(mem, home, tmp_path):
+    fill(mem)
+    archive = mem.backup().archive.path
+    at_backup = dump(_db(home))
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True, mode=0o700)
+    conn = sqlite3.connect(other / "data" / "magray.db")  # another SQLite build's default
+    conn.execute("PRAGMA page_size=1024")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    with Memory.open(other, embedder=fake()) as copy:
+        assert copy.db.conn.execute("PRAGMA page_size").fetchone() == (1024,)
+        copy.restore(archive)
+        assert copy.db.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert copy.db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert dump(other / "data" / "magray.db") == at_backup
+
+
+def test_unusable_archived_config_is_refused_before_anything_changes(home, tmp_path, cli):
+    source = tmp_path / "source"
+    with Memory.open(source, embedder=fake()) as memory:
+        fill(memory, 3)
+        (source / "config.toml").write_text("top_k = 500\n")  # broken after opening
+        archive = memory.backup().archive.path
+    result = cli("restore", str(archive))
+    assert result.code == 2 and "--no-config" in result.err and "top_k" in result.err
+    assert not (home / "config.toml").exists()
+    assert cli("restore", "--no-config", str(archive)).code == 0
+
+
 # -- asking first -------------------------------------------------------------------------
 
 
@@ -321,6 +351,10 @@ def _hostile(case: str, archive: Path, outside: Path) -> bytes:
         lie = with_manifest(manifest, rest)
         lie[1] = entry("data/magray.db", bytes(256 << 20))
         return tar_bytes(lie)
+    if case == "oversized config":
+        manifest["members"].append({"name": "config.toml", "size": 0, "sha256": "0" * 64})
+        return tar_bytes(with_manifest(manifest, rest + [entry("config.toml",
+                                                               b"#" * (2 << 20))]))
     if case == "zeros after the end":
         return tar_bytes(with_manifest(manifest, rest), tail=bytes(8 << 20))
     raise AssertionError(case)
@@ -334,6 +368,7 @@ HOSTILE = {
     "pax header": "a pax extended header", "gnu long name": "a GNU long-name header",
     "bomb over the cap": "over restore_max_bytes", "size lie": "the tar header says",
     "zeros after the end": "data after the end-of-archive marker",
+    "oversized config": "'config.toml' is 2097152 bytes",
 }
 
 
