@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from .errors import IntegrityError, MagrayError, NotFoundError
+from .errors import InputError, IntegrityError, MagrayError, NotFoundError
 
 BLOCK = 512
 TRAILER = struct.Struct("<II8s32s")
@@ -148,6 +148,8 @@ class Reader:
     def __init__(self, path: Path, progress: Progress | None = None):
         self.path = path
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open
+                raise InputError(f"{path} is not a regular file")
             self._handle = open(path, "rb")
         except FileNotFoundError:
             raise NotFoundError(f"{path}: no such archive") from None

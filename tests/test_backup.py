@@ -165,6 +165,14 @@ def test_verify_cli_names_the_failed_check(archive, tmp_path, cli):
     assert result.err.count("\n") == 1 and result.err.startswith("error: ")
 
 
+def test_verify_refuses_what_is_not_a_regular_file(tmp_path, cli):
+    fifo = tmp_path / "pipe.tar.zst"
+    os.mkfifo(fifo)
+    assert cli("backup", "verify", str(fifo)).code == 2  # refused, not opened (no hang)
+    assert cli("backup", "verify", str(tmp_path)).code == 2
+    assert cli("backup", "verify", str(tmp_path / "missing.tar.zst")).code == 1
+
+
 def test_member_hash_mismatch_is_named(archive, tmp_path):
     forged = reseal(archive, tmp_path / "forged.tar.zst")  # valid container, ...
     manifest = manifest_of(forged)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from archives import dump, entry, manifest_of, read_members, reseal, seal, tar_bytes, tree
+from archives import dump, entry, read_members, reseal, seal, tar_bytes, tree
 from archives import with_manifest
 from conftest import FakeEmbedder
 from corpus import FILLER, NOTES
