@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from archives import dump, entry, read_members, reseal, seal, tar_bytes, tree
-from archives import with_manifest
+from archives import dump, entry, read_members, reseal, seal, tar_bytes, tree, with_manifest
 from conftest import FakeEmbedder
 from corpus import FILLER, NOTES
-from magray import IntegrityError, Memory
+from magray import Filters, IntegrityError, Memory
 from magray.backup import LAYERS, read_info, verify
 from magray.errors import InputError, ModelMismatchError
 
@@ -95,7 +94,7 @@ def test_index_behind_the_database_is_replayed_after_restore(mem, home):
         index = mem.index(layer)
         assert index.staleness() == ""
         view = index.open_view()
-        ids = set(mem.db.filtered_ids([layer], __import__("magray").Filters()))
+        ids = set(mem.db.filtered_ids([layer], Filters()))
         assert (set(int(k) for k in view.keys) if view is not None else set()) == ids
 
 
