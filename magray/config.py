@@ -189,6 +189,11 @@ SPEC: dict[str, Setting] = {
         Setting("backup_max_age", "7d",
                 "age of the newest backup past which status warns ('none': never)",
                 check=_duration_problem),
+        Setting("backup_level", 3, "zstd compression level of backup archives (1-19)",
+                minimum=1, maximum=19),
+        Setting("restore_max_bytes", 64 * 1024 ** 3,
+                "most bytes a backup archive may unpack to (refuses decompression bombs)",
+                minimum=1, maximum=2 ** 62),
     ]
 }
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
                       content_hash)
 from .store import Op, Store, VectorNeeded, fts_query
+
+if TYPE_CHECKING:
+    from .backup import BackupInfo, BackupResult, Listing, Pruned, RestoreResult, Retention
 
 Progress = Callable[[int], None]
 MODES = ("hybrid", "vector", "keyword")
@@ -367,6 +370,86 @@ class Memory:
 
     def get(self, record_id: int) -> Record | None:
         return self.db.records([record_id]).get(record_id)
+
+    # -- backups (magray/backup.py does the work) -----------------------------------------
+
+    def backup(self, output: str | Path | None = None, *, retention: "Retention | None" = None,
+               progress: Callable[[int, int], None] | None = None) -> "BackupResult":
+        """Write a verified archive (default: into the backups directory; ``output`` may
+        name a directory or a new file), then apply ``retention`` to the archives beside it.
+        Consistent while other processes write; never loads the model."""
+        from . import backup
+
+        s = self.settings
+        return backup.run(self.paths, self.db, output=Path(output) if output else None,
+                          retention=retention, level=s.backup_level, timeout=s.busy_timeout,
+                          cap=s.restore_max_bytes, progress=progress)
+
+    def backups(self, directory: str | Path | None = None) -> "Listing":
+        """The archives in ``directory`` (default: the backups directory), oldest first."""
+        from . import backup
+
+        directory = Path(directory) if directory else self.paths.backups
+        if directory == self.paths.backups and not directory.exists():
+            return backup.Listing(directory, ())
+        return backup.list_archives(directory)
+
+    def verify_backup(self, archive: str | Path, *,
+                      progress: Callable[[int, int], None] | None = None) -> "BackupInfo":
+        """Re-read an archive against its manifest; IntegrityError names the failed check."""
+        from . import backup
+
+        return backup.verify(Path(archive), cap=self.settings.restore_max_bytes,
+                             progress=progress)
+
+    def prune_backups(self, retention: "Retention", directory: str | Path | None = None, *,
+                      dry_run: bool = False) -> "Pruned":
+        """Apply retention to this memory's archives; the newest that verifies is kept."""
+        from . import backup
+
+        return backup.prune(Path(directory) if directory else self.paths.backups,
+                            self.db.store_id, retention, dry_run=dry_run,
+                            cap=self.settings.restore_max_bytes)
+
+    def restore(self, archive: str | Path, *, replace: bool = False, config: bool | None = None,
+                confirm: Callable[["RestoreResult"], bool] | None = None, dry_run: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> "RestoreResult":
+        """Replace this memory with an archive's, after verifying all of it. The current data
+        is kept as a safety archive (``result.safety_copy``) until the next restore. Other
+        processes must close the memory first (this waits up to busy_timeout for them).
+        ``replace`` (or ``confirm(plan)`` returning True) is needed to replace records;
+        ``config``: also restore the archive's config.toml (None: only where there is none)."""
+        from dataclasses import replace as with_fields  # the argument hides the module's
+
+        from . import backup
+
+        s = self.settings
+        result = backup.restore(
+            self.paths, self.db, Path(archive), expected_key=self._model_key_after,
+            config=config, replace_data=replace, confirm=confirm, dry_run=dry_run,
+            cap=s.restore_max_bytes, level=s.backup_level, timeout=s.busy_timeout,
+            progress=progress)
+        if dry_run:
+            return result
+        return with_fields(result, synced=tuple(self.sync()))
+
+    def _model_key_after(self, config_file: Path | None) -> str:
+        """The model key in effect once ``config_file`` (None: the current one) is in place."""
+        if config_file is None or self._embedder is not None:
+            return self.embedder.key
+        return from_settings(config.load(config_file), self.paths.data).key
+
+    def safety_copies(self) -> list[Path]:
+        """Safety archives of the data that restores replaced (kept until the next restore
+        or until ``discard_safety_copies``)."""
+        from . import backup
+
+        return backup.safety_copies(self.paths)
+
+    def discard_safety_copies(self) -> list[Path]:
+        from . import backup
+
+        return backup.discard_safety_copies(self.paths)
 
 
 def _best_first(item: tuple[int, float]) -> tuple[float, int]:

@@ -13,7 +13,7 @@ from . import output
 from .app import app
 # Registration order is the order of `magray --help`.
 from . import store, search  # noqa: F401,E402
-from . import lifecycle, status  # noqa: F401,E402
+from . import lifecycle, status, backup  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

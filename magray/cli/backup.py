@@ -1,0 +1,256 @@
+"""``magray backup`` (create, ``list``, ``verify``, ``prune``) and ``magray restore``."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Annotated, Callable, Iterator, Optional
+
+import typer
+
+from ..backup import BackupInfo, Pruned, RestoreResult, Retention
+from ..errors import InputError
+from . import output
+from .app import app, open_memory
+
+backup_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                         rich_markup_mode=None)
+app.add_typer(backup_app, name="backup")
+
+Json = output.JsonFlag
+Output = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", help="Directory for the archive (default: the backups directory), or a "
+                           "new file name ending in .tar.zst.", show_default=False)]
+Daily = Annotated[Optional[int], typer.Option(
+    "--keep-daily", min=0, help="Keep the newest archive of each of the last N days.",
+    show_default=False)]
+Weekly = Annotated[Optional[int], typer.Option(
+    "--keep-weekly", min=0, help="Keep the newest archive of each of the last N weeks.",
+    show_default=False)]
+Monthly = Annotated[Optional[int], typer.Option(
+    "--keep-monthly", min=0, help="Keep the newest archive of each of the last N months.",
+    show_default=False)]
+Directory = Annotated[Optional[Path], typer.Argument(
+    help="Directory of archives (default: the backups directory).", show_default=False)]
+
+
+@backup_app.callback()
+def backup(ctx: typer.Context, output_to: Output = None, keep_daily: Daily = None,
+           keep_weekly: Weekly = None, keep_monthly: Monthly = None, json_out: Json = False
+           ) -> None:
+    """Write a verified zstd archive of the memory (database snapshot, indexes, config,
+    manifest with SHA-256s); with --keep-* options, then delete older archives of this memory
+    that retention does not keep. Silent unless on a terminal or given --json; safe from cron.
+    Subcommands list, verify and prune work on existing archives."""
+    if ctx.invoked_subcommand:
+        if output_to or json_out or any(k is not None for k in (keep_daily, keep_weekly,
+                                                                 keep_monthly)):
+            raise InputError(f"give options to `magray backup {ctx.invoked_subcommand}`, "
+                             "after the subcommand")
+        return
+    retention = Retention(keep_daily, keep_weekly, keep_monthly)
+    with open_memory(ctx) as memory, _progress("backing up") as progress:
+        result = memory.backup(output_to, retention=retention or None, progress=progress)
+    for warning in result.warnings:
+        output.warn(warning)
+    info = result.archive
+    if json_out:
+        output.emit_json({**_summary(info), "verified": result.verified,
+                          **_pruned_json(result.pruned)})
+        return
+    output.say(f"wrote {info.path} ({_size(info.size)}, {_counts(info)}), verified")
+    if result.pruned:
+        _say_pruned(result.pruned)
+
+
+@backup_app.command("list")
+def list_(ctx: typer.Context, directory: Directory = None, json_out: Json = False) -> None:
+    """List archives, oldest first: time, size, record counts (read from each manifest)."""
+    with open_memory(ctx) as memory:
+        listing = memory.backups(directory)
+    if json_out:
+        output.emit_json({"directory": str(listing.directory),
+                          "archives": [_summary(a) for a in listing.archives],
+                          "unreadable": [{"path": str(p), "error": e}
+                                         for p, e in listing.unreadable]})
+        return
+    if output.human():
+        _table(listing.archives)
+    else:
+        output.emit_lines(f"{a.created_at}\t{a.size}\t{a.records}\t{a.path}"
+                          for a in listing.archives)
+    for path, error in listing.unreadable:
+        output.warn(f"unreadable: {error}")
+    if not listing.archives:
+        output.say(f"no archives in {listing.directory}")
+
+
+@backup_app.command()
+def verify(ctx: typer.Context,
+           archive: Annotated[Path, typer.Argument(help="The archive to check.")],
+           json_out: Json = False) -> None:
+    """Re-read every member of an archive against its manifest and the whole file against its
+    checksum trailer. Exit 3, naming the failed check, on any damage."""
+    with open_memory(ctx) as memory, _progress("verifying") as progress:
+        info = memory.verify_backup(archive, progress=progress)
+    if json_out:
+        output.emit_json({**_summary(info), "verified": True})
+    else:
+        output.emit_lines([f"ok: {info.path} ({_size(info.size)}, {_counts(info)}, "
+                           f"made {info.created_at})"])
+
+
+@backup_app.command("prune")
+def prune(ctx: typer.Context, directory: Directory = None, keep_daily: Daily = None,
+          keep_weekly: Weekly = None, keep_monthly: Monthly = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be "
+                                                                   "deleted.")] = False,
+          json_out: Json = False) -> None:
+    """Apply retention to this memory's archives without writing a new one. The newest
+    archive that verifies is never deleted; other stores' archives are never touched."""
+    retention = Retention(keep_daily, keep_weekly, keep_monthly)
+    if not retention:
+        raise InputError("give at least one of --keep-daily, --keep-weekly, --keep-monthly")
+    with open_memory(ctx) as memory:
+        pruned = memory.prune_backups(retention, directory, dry_run=dry_run)
+    if json_out:
+        output.emit_json({"dry_run": dry_run, **_pruned_json(pruned)})
+    elif output.human():
+        _say_pruned(pruned, stream=output.emit_lines)
+    else:
+        output.emit_lines(str(a.path) for a in pruned.removed)
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    archive: Annotated[Path, typer.Argument(help="The archive to restore.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Replace existing data without "
+                                                          "asking.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify the archive and show what "
+                                                             "would be restored.")] = False,
+    config: Annotated[Optional[bool], typer.Option(
+        "--config/--no-config", help="Also restore the archive's config.toml (default: only "
+                                     "when there is no config file yet).",
+        show_default=False)] = None,
+    json_out: Json = False,
+) -> None:
+    """Replace the memory with an archive's. The whole archive is verified first (exit 3 and
+    nothing changed when it is damaged); the current data is kept as a safety archive, named
+    in the output, until the next restore. Other magray processes must close the memory
+    first: restore waits for them up to busy_timeout."""
+    confirm = _ask if output.is_tty(sys.stdin) else None
+    with open_memory(ctx) as memory, _progress("verifying") as progress:
+        result = memory.restore(archive, replace=yes, config=config, confirm=confirm,
+                                dry_run=dry_run, progress=progress)
+    if json_out:
+        output.emit_json(result.to_dict())
+    else:
+        output.emit_lines(_restore_lines(result))
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def _ask(plan: RestoreResult) -> bool:
+    info = plan.archive
+    output.stderr().print(f"{info.path} verified: {_counts(info)}, made {info.created_at}",
+                          markup=False)
+    try:
+        return typer.confirm(f"Replace the {sum(plan.replaced.values())} records here with "
+                             "the archive's?", err=True)
+    except typer.Abort:  # end of input or ^C at the prompt
+        return False
+
+
+def _restore_lines(result: RestoreResult) -> list[str]:
+    info = result.archive
+    verb = "would restore" if result.dry_run else "restored"
+    lines = [f"{verb} {_counts(info)} from {info.path} (made {info.created_at})"]
+    replaced = sum(result.replaced.values())
+    if result.dry_run:
+        lines.append(f"would replace {replaced} records; the current data would be kept as "
+                     "a safety archive" if replaced else "there are no records to replace")
+    elif result.safety_copy:
+        lines.append(f"previous data ({replaced} records) kept in {result.safety_copy}")
+    lines.append({"restored": "config: restored from the archive",
+                  "kept": "config: the current config kept (--config restores the archive's)",
+                  "none": "config: none in the archive"}[result.config])
+    return lines
+
+
+def _summary(info: BackupInfo) -> dict:
+    return {"path": str(info.path), "size": info.size, "created_at": info.created_at,
+            "records": info.records, "counts": dict(info.counts), "model": info.model,
+            "model_key": info.model_key, "dim": info.dim,
+            "format_version": info.format_version, "magray_version": info.magray_version}
+
+
+def _pruned_json(pruned: Pruned | None) -> dict:
+    if pruned is None:
+        return {"pruned": None}
+    return {"pruned": {"kept": [str(a.path) for a in pruned.kept],
+                       "removed": [str(a.path) for a in pruned.removed]}}
+
+
+def _say_pruned(pruned: Pruned, stream: Callable | None = None) -> None:
+    verb = "would delete" if pruned.dry_run else "deleted"
+    lines = [f"{verb} {a.path.name} (made {a.created_at})" for a in pruned.removed]
+    lines.append(f"kept {len(pruned.kept)} archive(s), {verb} {len(pruned.removed)}")
+    if stream:
+        stream(lines)
+    else:
+        for line in lines:
+            output.say(line)
+
+
+def _table(archives) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("created", "size", "records", "interact", "insights", "assets", "file"):
+        table.add_column(column, justify="right" if column not in ("created", "file")
+                         else "left")
+    for a in archives:
+        table.add_row(a.created_at[:19].replace("T", " "), _size(a.size), str(a.records),
+                      *(str(a.counts[layer]) for layer in ("interact", "insights", "assets")),
+                      a.path.name)
+    output.stdout().print(table)
+
+
+def _counts(info: BackupInfo) -> str:
+    layers = ", ".join(f"{layer} {n}" for layer, n in info.counts.items())
+    return f"{info.records} records: {layers}"
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A (bytes done, bytes in all) callback driving a bar counted in MiB: one appears only
+    on a terminal, only for 64 MiB or more, and goes away when its count is complete (so a
+    prompt that follows is not drawn under it)."""
+    with ExitStack() as stack:
+        state: dict = {}
+
+        def update(done: int, total: int) -> None:
+            if "bar" not in state:
+                state["bar"] = stack.enter_context(ExitStack())
+                state["advance"] = state["bar"].enter_context(output.progress(total >> 20,
+                                                                              label))
+                state["at"] = 0
+            mib = done >> 20
+            if mib > state["at"]:
+                state["advance"](mib - state["at"])
+                state["at"] = mib
+            if done >= total:
+                state.pop("bar").close()
+
+        yield update
