@@ -3,6 +3,7 @@ deterministic fake embedder (no model load, so many can run at once).
 
     driver.py store HOME PREFIX COUNT BATCH   store texts in acknowledged batches (ids printed)
     driver.py search HOME ROUNDS               search repeatedly, print the number of hits
+    driver.py backup HOME                      write one backup archive, print its path
 """
 
 import sys
@@ -31,9 +32,16 @@ def search(home: str, rounds: int) -> None:
             print(len(memory.search(f"note about item {n % 97}", mode="vector")))
 
 
+def backup(home: str) -> None:
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        print(memory.backup().archive.path)
+
+
 if __name__ == "__main__":
     command, home, *rest = sys.argv[1:]
     if command == "store":
         store(home, rest[0], int(rest[1]), int(rest[2]))
-    else:
+    elif command == "search":
         search(home, int(rest[0]))
+    else:
+        backup(home)

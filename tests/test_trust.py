@@ -191,7 +191,7 @@ def test_config_loader_accepts_only_valid_settings(tmp_path, table):
 
 # -- many processes at once -----------------------------------------------------------------
 
-def test_concurrent_stores_and_searches(tmp_path):
+def test_concurrent_stores_searches_and_a_backup(tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     driver = [sys.executable, str(ROOT / "tests" / "driver.py")]
@@ -200,8 +200,11 @@ def test_concurrent_stores_and_searches(tmp_path):
               for w in range(8)]
     searches = [subprocess.Popen(driver + ["search", str(home), "15"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    time.sleep(1.0)  # the backup runs while the writers are busy
+    backups = [subprocess.Popen(driver + ["backup", str(home)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)]
     acknowledged = []
-    for proc in stores + searches:
+    for proc in stores + searches + backups:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert b"locked" not in err
@@ -214,3 +217,5 @@ def test_concurrent_stores_and_searches(tmp_path):
         index = memory.index("interact")
         assert index.staleness() == ""
         assert index.state().count == 1600 == len(index.open_view())
+        archive, = memory.backups().archives
+        memory.verify_backup(archive.path)  # a consistent snapshot taken mid-crowd
