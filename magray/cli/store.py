@@ -50,9 +50,9 @@ def store(
             items = ingest.from_args(texts, template, limit)
         elif not texts and output.is_tty(sys.stdin):
             raise InputError("nothing to store: give TEXT, or pipe lines on stdin")
-        else:
-            read = ingest.from_jsonl if jsonl else ingest.from_lines
-            items = read(sys.stdin.buffer, template, limit)
+        else:  # validated whole, spooled to disk, then embedded and committed in batches
+            items = ingest.stream_lines(sys.stdin.buffer, template, limit, jsonl=jsonl,
+                                        directory=memory.paths.data)
         with output.progress(len(items), "embedding") as advance:
             results = memory.store(items, progress=advance)
     if json_out:
