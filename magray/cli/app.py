@@ -25,6 +25,9 @@ class MagrayGroup(TyperGroup):
                 raise
             output.error(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # `magray ... | head`: the reader has all it wants
+            output.pipe_closed()
+            raise typer.Exit(0) from None
 
 
 app = typer.Typer(
