@@ -231,7 +231,8 @@ def write_setting(config_file: Path, name: str, value: Any | None) -> Path:
         document.pop(name, None)
     else:
         document[name] = value
-    paths.make_private_dir(target.parent)
+    if not target.parent.exists():
+        paths.make_private_dir(target.parent)
     files.write_atomic(target, tomlkit.dumps(document).encode("utf-8"))
     return target
 
