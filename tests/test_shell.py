@@ -118,6 +118,16 @@ def test_colour_on_a_terminal_unless_no_color(seeded):
     assert not ANSI.search(plain) and b"record 299" in plain
 
 
+def test_import_shows_progress_on_a_terminal_only(seeded, tmp_path):
+    export = tmp_path / "all.jsonl"
+    assert magray(seeded, "export", "--with-vectors", "-o", str(export)).returncode == 0
+    same_model = {"MAGRAY_MODEL": "fake-bow"}  # the export's vectors are used: no model load
+    shown = _on_a_terminal(tmp_path / "a", "import", str(export), **same_model)
+    assert b"importing" in shown and b"added 300, merged 0, unchanged 0" in shown
+    quiet = magray(tmp_path / "b", "import", str(export), **same_model)
+    assert quiet.returncode == 0 and quiet.stdout == b"" and quiet.stderr == b""
+
+
 # -- closed pipes -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [

@@ -112,6 +112,14 @@ def test_duplicates_merge_by_joining_fields(fake_memory, target):
     assert first.id == 1 and target.db.count("interact") == 1
 
 
+def test_text_is_kept_exactly(fake_memory, target):
+    snippet = "    def f():\n        return 1\n"  # the library stores text as given
+    fake_memory.store([NewRecord(snippet, kind="snippet")])
+    text = exported(fake_memory, vectors=True)
+    assert imported(target, text).added == 1
+    assert target.get(1).text == snippet and exported(target, vectors=True) == text
+
+
 def test_same_text_in_another_layer_is_another_record(fake_memory, target):
     fake_memory.store([NewRecord("a note", layer="insights")])
     target.store([NewRecord("a note")])
