@@ -320,7 +320,8 @@ class Memory:
     def export(self, *, layers: Sequence[str] = (), filters: Filters = Filters(),
                vectors: bool = False, by_layer: bool = False) -> Iterator["Entry"]:
         """Every record in ``layers`` passing ``filters``, by id (or layer by layer), with
-        its vector if asked; read lazily from one consistent snapshot of the database."""
+        its vector if asked; read lazily from one consistent snapshot of the database.
+        Exhaust or close the iterator before writing through this same Memory."""
         _check_layers(layers)
         return self._export(layers or LAYERS, filters, vectors, by_layer)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from typing import Annotated, List, Optional
 
 import typer
@@ -53,7 +54,8 @@ def store(
         else:  # validated whole, spooled to disk, then embedded and committed in batches
             items = ingest.stream_lines(sys.stdin.buffer, template, limit, jsonl=jsonl,
                                         directory=memory.paths.data)
-        with output.progress(len(items), "embedding") as advance:
+        spool = items if isinstance(items, ingest.Validated) else nullcontext()
+        with spool, output.progress(len(items), "embedding") as advance:
             results = memory.store(items, progress=advance)
     if json_out:
         output.emit_json([r.to_dict() for r in results])
