@@ -72,7 +72,7 @@ def list_records(
 def forget(
     ctx: typer.Context,
     ids: Annotated[List[str], typer.Argument(
-        metavar="ID...", help="Ids of the records to delete; '-' reads ids from stdin "
+        metavar="ID", help="Ids of the records to delete; '-' reads ids from stdin "
                               "(separated by spaces or newlines).", show_default=False)],
     json_out: output.JsonFlag = False,
 ) -> None:
