@@ -283,3 +283,75 @@ def layer_ttl(settings: Settings, layer: str) -> timedelta | None:
 def layer_capacity(settings: Settings, layer: str) -> int:
     """How many records ``layer`` may hold before clean evicts the least valuable."""
     return int(settings.values[f"capacity_{layer}"])
+
+
+# -- changing the file (``magray config set``) ---------------------------------------------
+
+def setting(name: str) -> Setting:
+    """The declared setting called ``name``; a ConfigError suggests the nearest name."""
+    if name in SPEC:
+        return SPEC[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, SPEC, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"unknown setting '{name}'{hint}; `magray config` lists them")
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A value typed on the command line, parsed for the setting's type and validated:
+    ``true``/``false``, numbers, text; lists as ``a,b`` or a TOML array ``["a", "b"]``."""
+    spec = setting(name)
+    where = f"setting '{name}'"
+    if spec.kind is list and text.strip().startswith("["):
+        import tomlkit
+
+        try:
+            value = tomlkit.parse(f"value = {text}").unwrap()["value"]
+        except tomlkit.exceptions.ParseError:
+            raise ConfigError(f"{where}: {text!r} is not a TOML array") from None
+    elif spec.kind is str:
+        value = text
+    else:
+        value = _parse_text(text, spec.kind, where)
+    return spec.coerce(value, "magray config set")
+
+
+def write_setting(config_file: Path, name: str, value: Any | None) -> Path:
+    """Set one setting in the TOML file (``None`` removes it), keeping everything else in
+    the file as it was: comments, order, spacing. A symlinked file is edited where it
+    points. Returns the path written."""
+    import tomlkit
+
+    from . import files, paths
+
+    setting(name)
+    target = config_file.resolve() if config_file.is_symlink() else config_file
+    document = _document(target)
+    if value is None:
+        document.pop(name, None)
+    else:
+        document[name] = value
+    if not target.parent.exists():
+        paths.make_private_dir(target.parent)
+    files.write_atomic(target, tomlkit.dumps(document).encode("utf-8"))
+    return target
+
+
+def _document(config_file: Path):
+    import tomlkit
+
+    try:
+        raw = config_file.read_bytes()
+    except FileNotFoundError:
+        return tomlkit.document()
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{config_file}: too large for a config file (limit {MAX_CONFIG_BYTES})")
+    try:
+        return tomlkit.parse(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{config_file}: not valid UTF-8") from None
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"{config_file}: invalid TOML: {exc}; fix it by hand") from None

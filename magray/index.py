@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 PRUNE_EVERY = 10_000  # log rows kept per layer before they are pruned
+VECTOR_CHUNK = 1024  # vectors read from the database at a time: memory stays flat at any size
 
 
 @dataclass(frozen=True)
@@ -213,15 +214,16 @@ class LayerIndex:
         present = [i for i in ids if index.contains(i)]
         if present:
             index.remove(present)
-        keys, vectors = self.store.vectors(self.store.ids_in_layer(ids, self.layer),
-                                           self.spec.dim)
-        if len(keys):
-            index.add(keys, vectors)
+        back = self.store.ids_in_layer(ids, self.layer)
+        for start in range(0, len(back), VECTOR_CHUNK):
+            keys, vectors = self.store.vectors(back[start:start + VECTOR_CHUNK], self.spec.dim)
+            if len(keys):
+                index.add(keys, vectors)
         return head
 
     def _build(self) -> "Index":
         index = self.new_index()
-        for keys, vectors in self.store.layer_vectors(self.layer, self.spec.dim):
+        for keys, vectors in self.store.layer_vectors(self.layer, self.spec.dim, VECTOR_CHUNK):
             index.add(keys, vectors)
         return index
 

@@ -7,8 +7,10 @@ bad input never leaves half a batch stored.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
-from typing import IO, Any, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from . import clock
 from .errors import InputError
@@ -79,6 +81,82 @@ def from_lines(stream: IO[bytes], template: NewRecord, max_bytes: int) -> list[N
     if not items:
         raise InputError("no text to store: the input is empty")
     return items
+
+
+T = TypeVar("T")
+
+
+class Validated(Generic[T]):
+    """Input that passed validation, spooled to a private temporary file.
+
+    Validation reads the whole stream first (so a bad line rejects everything before a
+    single write), but keeps only a count in memory; iterating parses the spooled lines
+    again, lazily, so a consumer that works in batches holds one batch at a time however
+    long the input is. Iterating is repeatable; ``close`` deletes the spool.
+    """
+
+    def __init__(self, spool: IO[bytes], count: int, parse: Callable[[int, str], T | None],
+                 max_bytes: int):
+        self._spool, self._parse, self._max_bytes = spool, parse, max_bytes
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[T]:
+        self._spool.seek(0)
+        for number, line in _lines(self._spool, self._max_bytes):
+            item = self._parse(number, line)
+            if item is not None:
+                yield item
+
+    def close(self) -> None:
+        self._spool.close()
+
+    def __enter__(self) -> "Validated[T]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def validate(stream: IO[bytes], parse: Callable[[int, str], T | None], max_bytes: int,
+             directory: Path | None = None) -> Validated[T]:
+    """Check every line of ``stream`` with ``parse`` (which raises InputError naming the
+    line, or returns None for a line to skip) and spool the input to an unnamed private
+    file in ``directory``, which should be on disk, not a RAM-backed /tmp."""
+    spool = tempfile.TemporaryFile(dir=directory)
+    count = 0
+    try:
+        for number, line in _lines(stream, max_bytes):
+            if parse(number, line) is not None:
+                count += 1
+            spool.write(line.encode("utf-8") + b"\n")  # every line: numbers stay the same
+    except BaseException:
+        spool.close()
+        raise
+    return Validated(spool, count, parse, max_bytes)
+
+
+def stream_lines(stream: IO[bytes], template: NewRecord, max_bytes: int, *, jsonl: bool = False,
+                 directory: Path | None = None) -> Validated[NewRecord]:
+    """``from_lines``/``from_jsonl`` for inputs of any length: validated up front, then
+    read back lazily (see ``Validated``)."""
+
+    def parse(number: int, line: str) -> NewRecord | None:
+        if not jsonl and "\0" in line:
+            raise InputError(f"line {number}: contains a NUL byte")
+        if not line.strip():
+            return None
+        if jsonl:
+            return parse_object(line, number, template, max_bytes)
+        return replace(template, text=check_text(line, max_bytes, f"line {number}"))
+
+    validated = validate(stream, parse, max_bytes, directory)
+    if not validated.count:
+        validated.close()
+        raise InputError("no text to store: the input is empty")
+    return validated
 
 
 def from_jsonl(stream: IO[bytes], template: NewRecord, max_bytes: int) -> list[NewRecord]:

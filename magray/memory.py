@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from . import clock, config, dedupe, lifecycle, maintenance, paths
 from .embedding import Embedder, from_settings
-from .errors import InputError, ModelMismatchError
+from .errors import InputError, ModelMismatchError, NotFoundError
 from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
@@ -28,6 +29,7 @@ from .store import Op, Store, VectorNeeded, fts_query
 
 if TYPE_CHECKING:
     from .backup import BackupInfo, BackupResult, Listing, Pruned, RestoreResult, Retention
+    from .transfer import Entry, ImportReport
 
 Progress = Callable[[int], None]
 MODES = ("hybrid", "vector", "keyword")
@@ -145,20 +147,25 @@ class Memory:
 
     # -- storing --------------------------------------------------------------------------
 
-    def store(self, items: Sequence[NewRecord], *, progress: Progress | None = None
+    def store(self, items: Iterable[NewRecord], *, progress: Progress | None = None
               ) -> list[Stored]:
         """Store validated records in batches; the same text in the same layer is counted as
-        an access of the existing record instead of being stored twice."""
+        an access of the existing record instead of being stored twice. ``items`` may be a
+        lazy iterable (``ingest.Validated``): only one batch of texts and vectors is held."""
         self.check_model()
         results: list[Stored] = []
-        self._op = Op("store", time.perf_counter(), items=len(items))
+        self._op = Op("store", time.perf_counter())
         near = dedupe.NearDuplicates(self)
+        pending = iter(items)
+        batch = list(islice(pending, STORE_BATCH))
         try:
-            for start in range(0, len(items), STORE_BATCH):
-                last = start + STORE_BATCH >= len(items)
-                results += self._store_batch(items[start:start + STORE_BATCH], near, last=last)
+            while batch:
+                following = list(islice(pending, STORE_BATCH))  # is this batch the last?
+                self._op.items += len(batch)
+                results += self._store_batch(batch, near, last=not following)
                 if progress:
-                    progress(min(STORE_BATCH, len(items) - start))
+                    progress(len(batch))
+                batch = following
         finally:
             self._op = None
         self._sync_after_write(sorted({r.layer for r in results}))
@@ -369,7 +376,131 @@ class Memory:
     # -- reading --------------------------------------------------------------------------
 
     def get(self, record_id: int) -> Record | None:
+        """One record by id (not counted as an access), or None."""
         return self.db.records([record_id]).get(record_id)
+
+    def list_records(self, *, layers: Sequence[str] = (), filters: Filters = Filters(),
+                     limit: int | None = 20) -> list[Record]:
+        """The newest records (by creation time) in ``layers`` passing ``filters``;
+        ``limit=None`` lists them all."""
+        _check_layers(layers)
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit must be at least 1, got {limit}")
+        return self.db.recent(layers or LAYERS, filters, limit)
+
+    def export(self, *, layers: Sequence[str] = (), filters: Filters = Filters(),
+               vectors: bool = False, by_layer: bool = False) -> Iterator["Entry"]:
+        """Every record in ``layers`` passing ``filters``, by id (or layer by layer), with
+        its vector if asked; read lazily from one consistent snapshot of the database.
+        Exhaust or close the iterator before writing through this same Memory."""
+        _check_layers(layers)
+        return self._export(layers or LAYERS, filters, vectors, by_layer)
+
+    def _export(self, layers: Sequence[str], filters: Filters, vectors: bool, by_layer: bool
+                ) -> Iterator["Entry"]:
+        from .transfer import Entry
+
+        with self.db.read():
+            model = self.db.meta("model_key")
+            for record, blob in self.db.dump(layers, filters, vectors=vectors, by_layer=by_layer):
+                if blob is None:
+                    yield Entry(record)
+                else:
+                    yield Entry(record, np.frombuffer(blob, dtype=np.float32), model)
+
+    # -- changing records -----------------------------------------------------------------
+
+    def forget(self, ids: Sequence[int]) -> list[Record]:
+        """Delete records (and, through the index log, their vectors from the indexes).
+        All or nothing: if any id does not exist, nothing is deleted."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            raise InputError("no record ids given")
+        with self.db.write() as conn:
+            found = self.db.records(wanted)
+            if missing := [i for i in wanted if i not in found]:
+                raise NotFoundError(f"no record with id {', '.join(map(str, missing))}; "
+                                    "nothing was forgotten")
+            self.db.delete(conn, wanted)
+        self._sync_after_write(sorted({r.layer for r in found.values()}))
+        return [found[i] for i in wanted]
+
+    def import_records(self, entries: Iterable["Entry"], *, progress: Progress | None = None
+                       ) -> "ImportReport":
+        """Merge exported records into this memory, in batches (``entries`` may be lazy).
+        A text already stored in the same layer is joined with the imported copy
+        (``transfer.merge``) instead of being stored twice; new records keep their fields,
+        and their ids where this memory never issued them. A file's vectors are used when
+        they come from this memory's model; otherwise the text is embedded."""
+        from .transfer import ImportReport
+
+        totals: dict[str, int] = {"added": 0, "merged": 0, "unchanged": 0, "embedded": 0}
+        layers: set[str] = set()
+        pending = iter(entries)
+        while batch := list(islice(pending, STORE_BATCH)):
+            vectors = self._import_vectors(batch, totals)
+            while True:
+                try:
+                    outcomes = self._import_batch(batch, vectors)
+                    break
+                except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
+                    text = str(missing)
+                    vectors[content_hash(text)] = self._vectors([text], "document")[0]
+                    totals["embedded"] += 1
+            for outcome in outcomes:
+                totals[outcome] += 1
+            layers.update(e.record.layer for e in batch)
+            if progress:
+                progress(len(batch))
+        self._sync_after_write(sorted(layers))
+        return ImportReport(**totals)
+
+    def _import_vectors(self, batch: Sequence["Entry"], totals: dict[str, int]
+                        ) -> dict[str, np.ndarray]:
+        """Vectors (by content hash) for the batch's texts not stored yet: the file's own
+        when they come from this memory's model, else freshly embedded."""
+        key, dim = self.recorded_model()
+        key = key or self.embedder.key
+        usable: dict[str, np.ndarray] = {}
+        for entry in batch:
+            if entry.vector is not None and entry.vector_model == key:
+                dim = dim or len(entry.vector)
+                if len(entry.vector) == dim:
+                    usable[entry.record.content_hash] = entry.vector
+        known = {layer: self.db.existing(layer, [e.record.content_hash for e in batch
+                                                  if e.record.layer == layer])
+                 for layer in {e.record.layer for e in batch}}
+        need = {e.record.content_hash: e.record.text for e in batch
+                if e.record.content_hash not in usable
+                and e.record.content_hash not in known[e.record.layer]}
+        if need:
+            self.check_model()
+            usable.update(zip(need, self._vectors(list(need.values()), "document")))
+            totals["embedded"] += len(need)
+        return usable
+
+    def _import_batch(self, batch: Sequence["Entry"], vectors: dict[str, np.ndarray]
+                      ) -> list[str]:
+        from .transfer import merge
+
+        outcomes = []
+        with self.db.write() as conn:
+            for entry in batch:
+                record = entry.record
+                current = self.db.find(conn, record.layer, record.content_hash)
+                if current is None:
+                    vector = vectors.get(record.content_hash)
+                    if vector is None:
+                        raise VectorNeeded(record.text)
+                    self._record_model(conn, len(vector))
+                    self.db.insert_record(conn, record, vector)
+                    outcomes.append("added")
+                elif (joined := merge(current, record)) != current:
+                    self.db.update_metadata(conn, joined)
+                    outcomes.append("merged")
+                else:
+                    outcomes.append("unchanged")
+        return outcomes
 
     # -- backups (magray/backup.py does the work) -----------------------------------------
 
@@ -450,6 +581,11 @@ class Memory:
         from . import backup
 
         return backup.discard_safety_copies(self.paths)
+
+
+def _check_layers(layers: Sequence[str]) -> None:
+    for layer in layers:
+        check_layer(layer, "--layer")
 
 
 def _best_first(item: tuple[int, float]) -> tuple[float, int]:

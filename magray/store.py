@@ -28,9 +28,9 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import clock
-from .errors import IntegrityError, MagrayError
+from .errors import BusyError, IntegrityError, MagrayError
 from .reader import Reader, _translate
-from .records import Filters, NewRecord, Record
+from .records import LAYERS, Filters, NewRecord, Record
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
@@ -244,7 +244,7 @@ class Store(Reader):
             return join, True
         if vector is None:
             raise VectorNeeded(item.text)
-        created = item.created_at or when
+        created = clock.iso(clock.parse_time(item.created_at)) if item.created_at else when
         cursor = conn.execute(
             "INSERT INTO records (text, layer, kind, tags, project, session, created_at, "
             "updated_at, last_access, access_count, importance, content_hash, embedding) "
@@ -323,6 +323,74 @@ class Store(Reader):
         while rows := cursor.fetchmany(batch):
             yield (np.array([r[0] for r in rows], dtype=np.int64),
                    _matrix([r[1] for r in rows], dim))
+
+    # -- whole records: list, export, import, forget --------------------------------------
+
+    def recent(self, layers: Sequence[str], filters: Filters, limit: int | None) -> list[Record]:
+        """Records in ``layers`` passing ``filters``, newest first."""
+        where, params = filter_sql(layers, filters)
+        sql = (f"SELECT {RECORD_COLUMNS} FROM records WHERE {where} "
+               f"ORDER BY created_at DESC, id DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_record(row) for row in self.conn.execute(sql, params)]
+
+    def dump(self, layers: Sequence[str], filters: Filters, *, vectors: bool = False,
+             by_layer: bool = False, batch: int = 512) -> Iterator[tuple[Record, bytes | None]]:
+        """Every matching record with its raw float32 vector (None unless ``vectors``), by id,
+        or layer by layer (short-lived first) then by id. Read inside ``read()`` for one
+        consistent snapshot; rows are fetched in batches, never all at once."""
+        where, params = filter_sql(layers, filters)
+        rank = " ".join(f"WHEN '{layer}' THEN {n}" for n, layer in enumerate(LAYERS))
+        order = f"CASE layer {rank} END, id" if by_layer else "id"
+        columns = RECORD_COLUMNS + (", embedding" if vectors else "")
+        cursor = self.conn.execute(f"SELECT {columns} FROM records WHERE {where} ORDER BY {order}",
+                                   params)
+        width = len(RECORD_COLUMNS.split(","))
+        while rows := cursor.fetchmany(batch):
+            for row in rows:
+                yield _record(row[:width]), (row[width] if vectors else None)
+
+    def find(self, conn: sqlite3.Connection, layer: str, digest: str) -> Record | None:
+        """The record holding the text with this hash in this layer, if any."""
+        row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE layer = ? AND "
+                           f"content_hash = ?", (layer, digest)).fetchone()
+        return _record(row) if row else None
+
+    def issued_through(self) -> int:
+        """The highest record id this store ever issued (AUTOINCREMENT never reuses one)."""
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'"
+                                ).fetchone()
+        return row[0] if row else 0
+
+    def insert_record(self, conn: sqlite3.Connection, record: Record, vector: np.ndarray) -> int:
+        """Insert a complete record as given (timestamps, counts, importance), inside a write
+        transaction. Its id is kept when this store never issued that id (so a fresh store
+        takes an export's ids unchanged); otherwise the record gets a new one."""
+        keep = record.id if record.id and record.id > self.issued_through() else None
+        cursor = conn.execute(
+            "INSERT INTO records (id, text, layer, kind, tags, project, session, created_at, "
+            "updated_at, last_access, access_count, importance, content_hash, embedding) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (keep, record.text, record.layer, record.kind, json.dumps(sorted(set(record.tags))),
+             record.project, record.session, record.created_at, record.updated_at,
+             record.last_access, record.access_count, record.importance, record.content_hash,
+             np.ascontiguousarray(vector, dtype=np.float32).tobytes()))
+        return cursor.lastrowid
+
+    def update_metadata(self, conn: sqlite3.Connection, record: Record) -> None:
+        """Overwrite a record's metadata (not its text, layer or vector) by id."""
+        conn.execute(
+            "UPDATE records SET kind = ?, tags = ?, project = ?, session = ?, created_at = ?, "
+            "updated_at = ?, last_access = ?, access_count = ?, importance = ? WHERE id = ?",
+            (record.kind, json.dumps(sorted(set(record.tags))), record.project, record.session,
+             record.created_at, record.updated_at, record.last_access, record.access_count,
+             record.importance, record.id))
+
+    def delete(self, conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+        """Delete records inside a write transaction; the triggers log them for the indexes."""
+        for chunk in _chunks(list(ids), 900):
+            conn.execute(f"DELETE FROM records WHERE id IN ({_marks(chunk)})", chunk)
 
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:

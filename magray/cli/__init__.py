@@ -12,8 +12,9 @@ import sys
 from . import output
 from .app import app
 # Registration order is the order of `magray --help`.
-from . import store, search  # noqa: F401,E402
-from . import lifecycle, status, backup  # noqa: F401,E402
+from . import store, search, records  # noqa: F401,E402
+from . import lifecycle, status, backup, transfer  # noqa: F401,E402
+from . import config, completion  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
@@ -24,16 +25,20 @@ def main(argv: list[str] | None = None) -> None:
     from typer import TyperException
 
     os.umask(0o077)  # everything magray writes is private to the user
+    if os.environ.get("_MAGRAY_COMPLETE"):  # a shell asks for completions (completions/)
+        from typer.completion import completion_init
+
+        completion_init()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="magray", standalone_mode=False)
+        sys.stdout.flush()  # a reader that went away shows here, not as noise at exit
     except TyperException as exc:  # bad usage: unknown option, bad value, missing argument
         output.error(exc.format_message().splitlines()[0] if exc.format_message() else str(exc))
         code = getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         code = 130
-    except BrokenPipeError:
-        # The reader went away (| head): exit quietly, without a second EPIPE at shutdown.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # the reader went away (| head): exit quietly
+        output.pipe_closed()
         code = 0
     sys.exit(code if isinstance(code, int) else 0)

@@ -20,8 +20,11 @@ class MagrayGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # `magray ... | head`: the reader has all it wants
+            output.pipe_closed()
+            raise typer.Exit(0) from None
         except (MagrayError, OSError) as exc:
-            if os.environ.get("MAGRAY_DEBUG") or isinstance(exc, BrokenPipeError):
+            if os.environ.get("MAGRAY_DEBUG"):
                 raise
             output.error(str(exc) if isinstance(exc, MagrayError) else _describe(exc))
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None

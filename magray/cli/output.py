@@ -72,6 +72,17 @@ def error(message: str) -> None:
     sys.stderr.flush()
 
 
+def pipe_closed() -> None:
+    """stdout's reader went away (``| head``): send the rest of stdout to /dev/null, so that
+    neither more output nor the flush at exit raises a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (tests): nothing to redirect
+        pass
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 

@@ -69,12 +69,13 @@ def search(
 
 def _table(hits: list[Hit]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column, style in (("score", "cyan"), ("id", "dim"), ("layer", "magenta"),
                           ("text", None), ("tags", "green")):
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for h in hits:
-        table.add_row(f"{h.score:.3f}", str(h.record.id), h.record.layer,
-                      output.one_line(h.record.text, 400), ", ".join(h.record.tags))
+        table.add_row(f"{h.score:.3f}", str(h.record.id), h.record.layer,  # Text: not markup
+                      Text(output.one_line(h.record.text, 400)), Text(", ".join(h.record.tags)))
     output.stdout().print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from typing import Annotated, List, Optional
 
 import typer
@@ -50,10 +51,11 @@ def store(
             items = ingest.from_args(texts, template, limit)
         elif not texts and output.is_tty(sys.stdin):
             raise InputError("nothing to store: give TEXT, or pipe lines on stdin")
-        else:
-            read = ingest.from_jsonl if jsonl else ingest.from_lines
-            items = read(sys.stdin.buffer, template, limit)
-        with output.progress(len(items), "embedding") as advance:
+        else:  # validated whole, spooled to disk, then embedded and committed in batches
+            items = ingest.stream_lines(sys.stdin.buffer, template, limit, jsonl=jsonl,
+                                        directory=memory.paths.data)
+        spool = items if isinstance(items, ingest.Validated) else nullcontext()
+        with spool, output.progress(len(items), "embedding") as advance:
             results = memory.store(items, progress=advance)
     if json_out:
         output.emit_json([r.to_dict() for r in results])

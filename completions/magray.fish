@@ -1,0 +1,1 @@
+complete --command magray --no-files --arguments "(env _MAGRAY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) magray)" --condition "env _MAGRAY_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) magray"

@@ -1,0 +1,142 @@
+"""Everyday record commands: ``show`` one, ``list`` the newest, ``forget`` some."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, List
+
+import typer
+
+from ..errors import InputError, NotFoundError
+from ..records import Record
+from . import filters, output
+from .app import app, open_memory
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    record_id: Annotated[int, typer.Argument(metavar="ID", help="The record's id.",
+                                             show_default=False)],
+    json_out: output.JsonFlag = False,
+    jsonl: output.JsonlFlag = False,
+) -> None:
+    """Show one record with all its fields. Not counted as an access."""
+    with open_memory(ctx) as memory:
+        record = memory.get(record_id)
+    if record is None:
+        raise NotFoundError(f"no record with id {record_id}")
+    if json_out:
+        output.emit_json(record.to_dict())
+    elif jsonl:
+        output.emit_jsonl([record.to_dict()])
+    else:
+        _details(record)
+
+
+@app.command("list")
+def list_records(
+    ctx: typer.Context,
+    layer: filters.Layers = [],
+    tag: filters.Tags = [],
+    project: filters.Project = None,
+    session: filters.Session = None,
+    kind: filters.Kind = None,
+    since: filters.Since = None,
+    until: filters.Until = None,
+    limit: Annotated[int, typer.Option("--limit", "-n",
+                                       help="How many to show; 0 shows all.")] = 20,
+    json_out: output.JsonFlag = False,
+    jsonl: output.JsonlFlag = False,
+) -> None:
+    """List the newest records. The filters are those of search."""
+    chosen = filters.make(tag, project, session, kind, since, until)
+    if limit < 0:
+        raise InputError(f"--limit must be 0 (all) or more, got {limit}")
+    with open_memory(ctx) as memory:
+        records = memory.list_records(layers=layer, filters=chosen, limit=limit or None)
+    if json_out:
+        output.emit_json([r.to_dict() for r in records])
+    elif jsonl:
+        output.emit_jsonl(r.to_dict() for r in records)
+    elif output.human():
+        _table(records)
+    else:
+        output.emit_lines(f"{r.id}\t{r.created_at}\t{r.layer}\t{output.one_line(r.text)}"
+                          for r in records)
+    if not records:
+        output.say("no records")
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    ids: Annotated[List[str], typer.Argument(
+        metavar="ID", help="Ids of the records to delete; '-' reads ids from stdin "
+                              "(separated by spaces or newlines).", show_default=False)],
+    json_out: output.JsonFlag = False,
+) -> None:
+    """Delete records, from the database and the indexes. All or nothing: if an id does
+    not exist, nothing is deleted. Prints the ids deleted, one per line."""
+    wanted = _ids(ids)
+    with open_memory(ctx) as memory:
+        forgotten = memory.forget(wanted)
+    if json_out:
+        output.emit_json([{"id": r.id, "layer": r.layer} for r in forgotten])
+    else:
+        output.emit_lines(str(r.id) for r in forgotten)
+    output.say(f"forgot {len(forgotten)} record(s)")
+
+
+def _ids(values: list[str]) -> list[int]:
+    words: list[str] = []
+    for value in values:
+        if value == "-":
+            words += sys.stdin.read().split()
+        else:
+            words.append(value)
+    ids = []
+    for word in words:
+        if not word.isdigit() or int(word) < 1:
+            raise InputError(f"{word!r} is not a record id")
+        ids.append(int(word))
+    if not ids:
+        raise InputError("no record ids given")
+    return ids
+
+
+def _details(record: Record) -> None:
+    """Field per line, then the text after a blank line: easy to read and to grep."""
+    fields = record.to_dict()
+    text = fields.pop("text")
+    fields["tags"] = ", ".join(record.tags)
+    width = max(map(len, fields))
+    if output.human():
+        from rich.text import Text
+
+        console = output.stdout()
+        for name, value in fields.items():
+            console.print(Text.assemble((name.ljust(width), "dim"), "  ", _plain(value)))
+        console.print()
+        console.print(Text(text))
+    else:
+        output.emit_lines(f"{name.ljust(width)}  {_plain(value)}" for name, value in fields.items())
+        output.emit_lines(["", text])
+
+
+def _plain(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _table(records: list[Record]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, style in (("id", "dim"), ("created", "cyan"), ("layer", "magenta"),
+                          ("text", None), ("tags", "green")):
+        table.add_column(column, style=style, overflow="fold" if column == "text" else None)
+    for r in records:  # Text(): a note's own [brackets] are not Rich markup
+        table.add_row(str(r.id), r.created_at[:16].replace("T", " "), r.layer,
+                      Text(output.one_line(r.text, 400)), Text(", ".join(r.tags)))
+    output.stdout().print(table)

@@ -1,0 +1,39 @@
+"""Helpers for the shell-citizen tests: a fake model behind the CLI, and real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FakeEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake_model(monkeypatch) -> FakeEmbedder:
+    """Make every Memory the CLI opens use the deterministic FakeEmbedder: for CLI
+    behaviour that is not about meaning, without loading the real model."""
+    import magray.memory
+
+    embedder = FakeEmbedder()
+    monkeypatch.setattr(magray.memory, "from_settings", lambda *args, **kwargs: embedder)
+    return embedder
+
+
+def env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment for a real ``python -m magray`` of this worktree, off any terminal."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("MAGRAY_") and k not in ("NO_COLOR", "TERM")}
+    return {**clean, "PYTHONPATH": str(ROOT), "MAGRAY_HOME": str(home), "HF_HUB_OFFLINE": "1",
+            **extra}
+
+
+def magray(home: Path, *args: str, stdin: bytes = b"", **extra: str
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "magray", *args], input=stdin,
+                          capture_output=True, env=env(home, **extra), timeout=120)

@@ -1,0 +1,113 @@
+"""The everyday commands: show, list, forget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from magray import Filters, NewRecord, NotFoundError
+from magray.records import Record
+from shell_helpers import fake_model  # noqa: F401  (fixture)
+
+RECORD_KEYS = ["id", "text", "layer", "kind", "tags", "project", "session", "created_at",
+               "updated_at", "last_access", "access_count", "importance", "content_hash"]
+
+
+@pytest.fixture
+def filled(fake_memory):
+    items = [NewRecord(f"note {n}", created_at=f"2024-01-{n:02d}T00:00:00.000000+00:00",
+                       project="atlas" if n % 2 else None, tags=("even",) if n % 2 == 0 else ())
+             for n in range(1, 9)]
+    items.append(NewRecord("an asset", layer="assets", created_at="2024-02-01T00:00:00.000000+00:00"))
+    ids = [s.id for s in fake_memory.store(items)]
+    return fake_memory, ids
+
+
+def test_list_newest_first_with_filters_and_limit(filled):
+    memory, ids = filled
+    assert [r.text for r in memory.list_records(limit=3)] == ["an asset", "note 8", "note 7"]
+    assert [r.text for r in memory.list_records(layers=("interact",), limit=2)] == \
+        ["note 8", "note 7"]
+    assert [r.id for r in memory.list_records(filters=Filters(project="atlas"), limit=None)] == \
+        [ids[6], ids[4], ids[2], ids[0]]
+    assert len(memory.list_records(filters=Filters(tags=("even",)), limit=None)) == 4
+    since = Filters(since="2024-01-07T00:00:00.000000+00:00")
+    assert [r.text for r in memory.list_records(filters=since)] == ["an asset", "note 8", "note 7"]
+
+
+def test_forget_deletes_from_database_and_index(filled):
+    memory, ids = filled
+    forgotten = memory.forget([ids[2], ids[8]])
+    assert [r.id for r in forgotten] == [ids[2], ids[8]]
+    assert memory.get(ids[2]) is None and memory.db.count("assets") == 0
+    for layer in ("interact", "assets"):
+        index = memory.index(layer)
+        assert index.staleness() == ""
+        assert index.state().count == memory.db.count(layer)
+    hits = memory.search("note 3", mode="vector", top_k=10, track=False)
+    assert ids[2] not in [h.record.id for h in hits]
+    words = memory.search("note", mode="keyword", top_k=20, track=False)
+    assert len(words) == 7 and ids[2] not in [h.record.id for h in words]
+
+
+def test_forget_is_all_or_nothing(filled):
+    memory, ids = filled
+    with pytest.raises(NotFoundError, match="no record with id 999; nothing was forgotten"):
+        memory.forget([ids[0], 999])
+    assert memory.get(ids[0]) is not None
+
+
+def test_show_prints_every_field(cli, fake_model):
+    cli("store", "--tag", "x", "--project", "p", "line one\nline two")  # one argument, one record
+    result = cli("show", "1", "--json")
+    record = json.loads(result.out)
+    assert list(record) == RECORD_KEYS and record["tags"] == ["x"]
+    assert record["access_count"] == 0  # showing is not an access
+    plain = cli("show", "1").out
+    assert "project       p\n" in plain and plain.endswith("\n\nline one\nline two\n")
+    assert json.loads(cli("show", "1", "--jsonl").out) == record
+    missing = cli("show", "42")
+    assert missing.code == 1 and missing.err == "error: no record with id 42\n"
+    assert cli("show", "abc").code == 2
+
+
+def test_list_cli_outputs(cli, fake_model, monkeypatch):
+    cli("store", "first", "second [/] with brackets")
+    rows = json.loads(cli("list", "--json").out)
+    assert [r["id"] for r in rows] == [2, 1]  # stored together: the higher id is newer
+    assert list(rows[0]) == RECORD_KEYS
+    lines = cli("list", "--jsonl").out.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [2, 1]
+    plain = cli("list").out.splitlines()
+    assert [line.split("\t")[0] for line in plain] == ["2", "1"]
+    assert plain[0].split("\t")[2:] == ["interact", "second [/] with brackets"]
+    assert cli("list", "-n", "1", "--jsonl").out.count("\n") == 1
+    assert cli("list", "--layer", "attic").code == 2
+    assert cli("list", "--since", "soon").code == 2
+    from magray.cli import output
+
+    monkeypatch.setattr(output, "human", lambda: True)  # the table a terminal gets
+    table = cli("list")
+    assert table.code == 0 and "second [/] with brackets" in table.out  # not Rich markup
+    assert table.out.split()[:5] == ["id", "created", "layer", "text", "tags"]
+
+
+def test_forget_cli_with_ids_from_stdin(cli, fake_model):
+    cli("store", "a", "b", "c", "d")
+    result = cli("forget", "1", "3", "--json")
+    assert json.loads(result.out) == [{"id": 1, "layer": "interact"},
+                                      {"id": 3, "layer": "interact"}]
+    ids = cli("list", "--jsonl").out
+    piped = "\n".join(str(json.loads(line)["id"]) for line in ids.splitlines())
+    result = cli("forget", "-", stdin=piped.encode())
+    assert result.out == "4\n2\n"
+    assert cli("list", "--json").out.strip() == "[]"
+    missing = cli("forget", "7")
+    assert missing.code == 1 and "nothing was forgotten" in missing.err
+    assert cli("forget", "x1").code == 2
+    assert cli("forget", "-", stdin=b"").code == 2
+
+
+def test_record_type_keys_are_the_documented_ones():
+    assert list(Record.__dataclass_fields__) == RECORD_KEYS
