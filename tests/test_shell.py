@@ -45,6 +45,9 @@ def test_store_stdin_streams_in_bounded_memory(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(magray.memory, "from_settings",
                         lambda *args, **kwargs: FakeEmbedder(dim=dim))
     monkeypatch.setenv("MAGRAY_HNSW_M", "4")  # a cheap graph: this test is about memory
+    # The near-duplicate check keeps up to dedupe.REFRESH_AFTER of the call's vectors (a
+    # constant); off here so the streaming path itself is what is measured.
+    monkeypatch.setenv("MAGRAY_NEAR_DUPLICATE_MERGE", "false")
     monkeypatch.setenv("MAGRAY_HNSW_EF_CONSTRUCTION", "8")
     cli("--home", str(tmp_path / "warm"), "store", "-", stdin=b"imports happen once\n")
     small = _peak_storing(cli, tmp_path / "small", 2_000)
