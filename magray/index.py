@@ -80,6 +80,8 @@ class LayerIndex:
         self.path = directory / f"{layer}.usearch"
         self.sidecar = directory / f"{layer}.json"
         self.lock_path = directory / f"{layer}.lock"
+        self._view: "Index | None" = None
+        self._view_token: tuple | None = None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -125,13 +127,33 @@ class LayerIndex:
         view.expansion_search = self.ef_search
         return view
 
+    def view(self) -> "Index | None":
+        """``open_view()``, kept between calls: while the sidecar, the index file and the
+        layer's log head are unchanged, the full staleness check would pass again (every
+        change to the layer's vectors moves the log head), so it is skipped."""
+        token = self._token()
+        if self._view_token is None or token != self._view_token:
+            self._view = self.open_view()
+            self._view_token = token  # taken before opening: a later change is never missed
+        return self._view
+
+    def _token(self) -> tuple:
+        stamps = []
+        for path in (self.sidecar, self.path):
+            try:
+                info = os.stat(path)
+                stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+            except OSError:
+                stamps.append(None)
+        return (*stamps, self.store.log_head(self.layer))
+
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Approximate top-k (record id, inner product) for one normalised query vector."""
-        view = self.open_view()
+        view = self.view()
         if view is None:
             return []
         matches = view.search(query, min(k, len(view)))
-        return [(int(key), 1.0 - float(dist)) for key, dist in zip(matches.keys, matches.distances)]
+        return list(zip(matches.keys.tolist(), (1.0 - matches.distances).tolist()))
 
     # -- repairing ------------------------------------------------------------------------
 

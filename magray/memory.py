@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from . import clock, config, paths
-from .embedding import Embedder, SentenceTransformerEmbedder, default_model_roots
+from .embedding import ConfiguredEmbedder, Embedder, default_model_roots
 from .errors import InputError, ModelMismatchError
 from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
@@ -29,6 +29,7 @@ MODES = ("hybrid", "vector", "keyword")
 EXACT_LIMIT = 20_000  # filtered candidate sets up to this size are searched exactly
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
+STORE_WINDOW = 8192  # texts embedded together, longest first (little padding per batch)
 
 
 class Memory:
@@ -41,6 +42,7 @@ class Memory:
         self.db = store
         self.warn = warn or (lambda message: None)
         self._embedder = embedder
+        self._indexes: dict[str, LayerIndex] = {}
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -69,8 +71,9 @@ class Memory:
         if self._embedder is None:
             s = self.settings
             roots = default_model_roots(self.paths.data) + [Path(r) for r in s.model_roots]
-            self._embedder = SentenceTransformerEmbedder(
-                s.model, roots=roots, device=s.device, truncate_dim=s.truncate_dim,
+            self._embedder = ConfiguredEmbedder(
+                s.model, roots=roots, onnx_root=self.paths.data / "models" / "onnx",
+                backend=s.backend, device=s.device, truncate_dim=s.truncate_dim,
                 batch_size=s.batch_size, threads=s.threads, allow_download=s.allow_download,
                 warn=self.warn)
         return self._embedder
@@ -94,11 +97,17 @@ class Memory:
         return self.recorded_model()[1] or self.embedder.dim
 
     def index(self, layer: str) -> LayerIndex:
+        """The layer's index, kept for the life of this Memory: it holds its memory-mapped
+        view between searches and re-checks freshness cheaply."""
         s = self.settings
         spec = IndexSpec(dim=self.dim, dtype=s.index_dtype, m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction)
-        return LayerIndex(self.paths.indexes, layer, spec, self.db, ef_search=s.hnsw_ef_search,
-                          lock_timeout=s.busy_timeout)
+        index = self._indexes.get(layer)
+        if index is None or index.spec != spec:
+            index = self._indexes[layer] = LayerIndex(
+                self.paths.indexes, layer, spec, self.db, ef_search=s.hnsw_ef_search,
+                lock_timeout=s.busy_timeout)
+        return index
 
     def sync(self, layers: Iterable[str] = LAYERS, *, rebuild: bool = False) -> list[SyncReport]:
         """Bring the layers' indexes in step with the database."""
@@ -138,14 +147,12 @@ class Memory:
 
     def store(self, items: Sequence[NewRecord], *, progress: Progress | None = None
               ) -> list[Stored]:
-        """Store validated records in batches; the same text in the same layer is counted as
-        an access of the existing record instead of being stored twice."""
+        """Store validated records; the same text in the same layer is counted as an access
+        of the existing record instead of being stored twice."""
         self.check_model()
         results: list[Stored] = []
-        for start in range(0, len(items), STORE_BATCH):
-            results += self._store_batch(items[start:start + STORE_BATCH])
-            if progress:
-                progress(min(STORE_BATCH, len(items) - start))
+        for start in range(0, len(items), STORE_WINDOW):
+            results += self._store_window(items[start:start + STORE_WINDOW], progress)
         self.sync(sorted({r.layer for r in results}))
         return results
 
@@ -158,16 +165,39 @@ class Memory:
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
-    def _store_batch(self, batch: Sequence[NewRecord]) -> list[Stored]:
-        known = {layer: self.db.existing(layer, [i.content_hash for i in batch if i.layer == layer])
-                 for layer in {i.layer for i in batch}}
-        need = [i.text for i in batch if i.content_hash not in known[i.layer]]
-        while True:
-            vectors = dict(zip(need, self._vectors(need, "document"))) if need else {}
-            try:
-                return self._insert(batch, vectors)
-            except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
-                need.append(str(missing))
+    def _store_window(self, window: Sequence[NewRecord], progress: Progress | None
+                      ) -> list[Stored]:
+        known = {layer: self.db.existing(layer, [i.content_hash for i in window
+                                                 if i.layer == layer])
+                 for layer in {i.layer for i in window}}
+        need = list(dict.fromkeys(i.text for i in window if i.content_hash not in known[i.layer]))
+        vectors = self._embed_longest_first(need, progress)
+        results: list[Stored] = []
+        for start in range(0, len(window), STORE_BATCH):
+            batch = window[start:start + STORE_BATCH]
+            while True:
+                try:
+                    results += self._insert(batch, vectors)
+                    break
+                except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
+                    text = str(missing)
+                    vectors[text] = self._vectors([text], "document")[0]
+        if progress and len(window) > len(need):
+            progress(len(window) - len(need))
+        return results
+
+    def _embed_longest_first(self, texts: Sequence[str], progress: Progress | None
+                             ) -> dict[str, np.ndarray]:
+        """Vectors for texts, in batches of similar length (as a raw model.encode sorts
+        them), with a progress tick per batch."""
+        ordered = sorted(texts, key=len, reverse=True)
+        vectors: dict[str, np.ndarray] = {}
+        for start in range(0, len(ordered), STORE_BATCH):
+            chunk = ordered[start:start + STORE_BATCH]
+            vectors.update(zip(chunk, self._vectors(chunk, "document")))
+            if progress:
+                progress(len(chunk))
+        return vectors
 
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray]) -> list[Stored]:
         when = clock.now_iso()
@@ -196,10 +226,17 @@ class Memory:
             self.check_model()
             if self.recorded_model()[1] is None:
                 return []  # nothing was ever stored
-            qvec = self._vectors([request.query], "query")[0]
+            embed = self._query_vector(request.query)
+            # While a new query's encoder loads (it releases the GIL), do the work that does
+            # not need the vector: keyword ranking, opening the indexes.
+            keyword = (self._keyword(request.query, layers, request.filters, pool)
+                       if request.mode == "hybrid" else [])
+            if not request.filters:
+                for layer in layers:
+                    self.index(layer).view()
+            qvec = embed()
             ranked = self._vector(qvec, layers, request.filters, pool)
             if request.mode == "hybrid":
-                keyword = self._keyword(request.query, layers, request.filters, pool)
                 ranked = self._fuse(qvec, ranked, keyword)
         hits = self._hits(ranked, qvec, request)
         if request.track:
@@ -207,6 +244,20 @@ class Memory:
             hits = [replace(h, record=replace(h.record, access_count=h.record.access_count + 1))
                     for h in hits]
         return hits
+
+    def _query_vector(self, query: str) -> Callable[[], np.ndarray]:
+        """A function giving the query's vector: at once from the cache, or by the encoder,
+        which starts loading in the background now."""
+        dim = self.recorded_model()[1]
+        model = f"{self.embedder.key}|query"
+        cached = self.db.cached_vectors(model, [content_hash(query)], dim) if dim else {}
+        if cached:
+            vector = next(iter(cached.values()))
+            return lambda: vector
+        prepare = getattr(self.embedder, "prepare_query", None)
+        if prepare:
+            prepare()
+        return lambda: self._vectors([query], "query")[0]
 
     def _hits(self, ranked: list[tuple[int, float]], qvec: np.ndarray | None,
               request: SearchRequest) -> list[Hit]:

@@ -18,24 +18,61 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
 from . import clock
 from .errors import BusyError, IntegrityError, MagrayError
 from .records import Filters, NewRecord, Record
 
+if TYPE_CHECKING:
+    import sqlite_utils
+
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
 
-migrations = Migrations("magray")
+class LazyMigrations:
+    """Numbered schema migrations, declared with ``@migrations()`` and applied by
+    sqlite-utils' ``Migrations``; but whether any is pending is read with plain SQL, so a
+    command that finds none (every one after the first) never imports sqlite-utils, a
+    tenth of a second of start-up."""
+
+    table = "_sqlite_migrations"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.declared: list[tuple[Callable, dict]] = []
+
+    def __call__(self, **options: Any) -> Callable[[Callable], Callable]:
+        def declare(function: Callable) -> Callable:
+            self.declared.append((function, options))
+            return function
+        return declare
+
+    def pending(self, conn: sqlite3.Connection) -> list[str]:
+        names = [options.get("name") or function.__name__ for function, options in self.declared]
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (self.table,)).fetchone():
+            return names
+        applied = {row[0] for row in conn.execute(
+            f"SELECT name FROM {self.table} WHERE migration_set = ?", (self.name,))}
+        return [name for name in names if name not in applied]
+
+    def apply(self, db: Any) -> None:
+        from sqlite_utils.migrations import Migrations
+
+        real = Migrations(self.name)
+        for function, options in self.declared:
+            real(**options)(function)
+        real.apply(db)
+
+
+migrations = LazyMigrations("magray")
 
 
 @migrations()
-def m001_records(db: sqlite_utils.Database) -> None:
+def m001_records(db: "sqlite_utils.Database") -> None:
     db.executescript("""
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE records (
@@ -107,9 +144,19 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
         self.conn = conn
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
         self.path = path
         self.busy_timeout = busy_timeout
+        self._db: "sqlite_utils.Database | None" = None
+        self._store_id: str | None = None
+
+    @property
+    def db(self) -> "sqlite_utils.Database":
+        """The connection wrapped by sqlite-utils (imported on first use)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
 
     # -- opening --------------------------------------------------------------------------
 
@@ -135,7 +182,7 @@ class Store:
         self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
     def _migrate(self) -> None:
-        if not migrations.pending(self.db):
+        if not migrations.pending(self.conn):
             return
         with self.write():  # serialise concurrent first opens; apply() re-checks inside
             migrations.apply(self.db)
@@ -191,7 +238,9 @@ class Store:
 
     @property
     def store_id(self) -> str:
-        return self.meta("store_id") or ""
+        if not self._store_id:  # set once, by the first migration; never changes
+            self._store_id = self.meta("store_id")
+        return self._store_id or ""
 
     # -- records --------------------------------------------------------------------------
 

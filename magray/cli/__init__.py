@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import output
+from . import coercion, output
 from .app import app
 from . import search as _search, store as _store  # noqa: F401  (registers the commands)
 
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     from typer import TyperException
 
     command = typer.main.get_command(app)
+    coercion.install(command)
     try:
         code = command.main(args=argv, prog_name="magray", standalone_mode=False)
     except TyperException as exc:  # bad usage: unknown option, bad value, missing argument
