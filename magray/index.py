@@ -147,6 +147,11 @@ class LayerIndex:
                 stamps.append(None)
         return (*stamps, self.store.log_head(self.layer))
 
+    @property
+    def size(self) -> int:
+        """Vectors in the view last opened (a fresh index holds the layer's record count)."""
+        return 0 if self._view is None else len(self._view)
+
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Approximate top-k (record id, inner product) for one normalised query vector."""
         view = self.view()

@@ -43,6 +43,7 @@ class Memory:
         self.warn = warn or (lambda message: None)
         self._embedder = embedder
         self._indexes: dict[str, LayerIndex] = {}
+        self._pinned_model: tuple[str | None, int | None] | None = None
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -80,6 +81,8 @@ class Memory:
 
     def recorded_model(self) -> tuple[str | None, int | None]:
         """(model key, dimension) the stored vectors were made with; (None, None) if none."""
+        if self._pinned_model is not None:
+            return self._pinned_model
         dim = self.db.meta("dim")
         return self.db.meta("model_key"), int(dim) if dim else None
 
@@ -213,68 +216,75 @@ class Memory:
     def search(self, query: str, **options) -> list[Hit]:
         """Search by meaning (``mode='vector'``), by words (``'keyword'``) or both fused
         (``'hybrid'``, the default). Options are the fields of ``SearchRequest``."""
+        # One read of the recorded model serves the whole search (a search never changes it).
+        self._pinned_model = None
+        self._pinned_model = self.recorded_model()
+        try:
+            return self._search(query, **options)
+        finally:
+            self._pinned_model = None
+
+    def _search(self, query: str, **options) -> list[Hit]:
         options.setdefault("top_k", self.settings.top_k)
         options.setdefault("mode", self.settings.search_mode)
         request = SearchRequest(query=query, **options)
         _check_request(request)
         layers = request.layers or LAYERS
         pool = max(request.top_k * 4, 40)
-        qvec = None
+        sims: dict[int, float] | None = None
         if request.mode == "keyword":
             ranked = self._keyword(request.query, layers, request.filters, request.top_k * 2)
         else:
             self.check_model()
             if self.recorded_model()[1] is None:
                 return []  # nothing was ever stored
-            embed = self._query_vector(request.query)
+            embed, loading = self._query_vector(request.query)
             # While a new query's encoder loads (it releases the GIL), do the work that does
             # not need the vector: keyword ranking, opening the indexes.
             keyword = (self._keyword(request.query, layers, request.filters, pool)
                        if request.mode == "hybrid" else [])
-            if not request.filters:
+            if loading and not request.filters:
                 for layer in layers:
                     self.index(layer).view()
             qvec = embed()
             ranked = self._vector(qvec, layers, request.filters, pool)
+            sims = dict(ranked)
             if request.mode == "hybrid":
-                ranked = self._fuse(qvec, ranked, keyword)
-        hits = self._hits(ranked, qvec, request)
+                ranked, sims = self._fuse(qvec, ranked, keyword)
+        hits = self._hits(ranked, sims, request)
         if request.track:
             self.db.touch([h.record.id for h in hits])
             hits = [replace(h, record=replace(h.record, access_count=h.record.access_count + 1))
                     for h in hits]
         return hits
 
-    def _query_vector(self, query: str) -> Callable[[], np.ndarray]:
-        """A function giving the query's vector: at once from the cache, or by the encoder,
-        which starts loading in the background now."""
+    def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
+        """(a function giving the query's vector, whether an encoder is needed): the vector
+        comes at once from the cache, or from the encoder, which starts loading now."""
         dim = self.recorded_model()[1]
         model = f"{self.embedder.key}|query"
         cached = self.db.cached_vectors(model, [content_hash(query)], dim) if dim else {}
         if cached:
             vector = next(iter(cached.values()))
-            return lambda: vector
+            return (lambda: vector), False
         prepare = getattr(self.embedder, "prepare_query", None)
         if prepare:
             prepare()
-        return lambda: self._vectors([query], "query")[0]
+        return (lambda: self._vectors([query], "query")[0]), True
 
-    def _hits(self, ranked: list[tuple[int, float]], qvec: np.ndarray | None,
+    def _hits(self, ranked: list[tuple[int, float]], sims: dict[int, float] | None,
               request: SearchRequest) -> list[Hit]:
-        records = self.db.records([i for i, _ in ranked])
-        similarity = self._similarities(qvec, list(records)) if qvec is not None else {}
-        hits = []
-        for record_id, score in ranked:
-            record = records.get(record_id)
-            if record is None:
-                continue
-            sim = similarity.get(record_id)
-            gate = score if qvec is None else sim
-            if request.min_score is not None and gate < request.min_score:
-                continue
-            hits.append(Hit(record, score, sim))
-            if len(hits) == request.top_k:
-                break
+        """The first top_k ranked records that pass min_score (cosine similarity, or the
+        keyword score when there is none); records are read only for those."""
+        passing = [(i, score) for i, score in ranked if request.min_score is None
+                   or (score if sims is None else sims.get(i, -2.0)) >= request.min_score]
+        hits: list[Hit] = []
+        while passing and len(hits) < request.top_k:
+            chunk, passing = (passing[:request.top_k - len(hits)],
+                              passing[request.top_k - len(hits):])
+            records = self.db.records([i for i, _ in chunk])
+            hits += [Hit(records[i], score, None if sims is None else sims.get(i))
+                     for i, score in chunk if i in records]  # deleted meanwhile: skipped
         return hits
 
     def _similarities(self, qvec: np.ndarray, ids: list[int]) -> dict[int, float]:
@@ -297,10 +307,10 @@ class Memory:
     def _ann_layer(self, qvec: np.ndarray, layer: str, filters: Filters, n: int
                    ) -> dict[int, float]:
         index = self.index(layer)
-        total = self.db.count(layer)
         k = n * 4 if filters else n
         while True:
             candidates = [key for key, _ in index.search(qvec, k)]
+            total = index.size  # of the view just searched
             if filters:
                 candidates = self._passing(candidates, layer, filters)
             scored = self._similarities(qvec, candidates)
@@ -323,7 +333,8 @@ class Memory:
         return [r[0] for r in rows]
 
     def _fuse(self, qvec: np.ndarray, vector: list[tuple[int, float]],
-              keyword: list[tuple[int, float]]) -> list[tuple[int, float]]:
+              keyword: list[tuple[int, float]]
+              ) -> tuple[list[tuple[int, float]], dict[int, float]]:
         """Hybrid ranking: HYBRID_ALPHA x cosine similarity + the rest x BM25 relative to the
         best keyword hit. Candidates from either list; every one scored on both."""
         bm25 = dict(keyword)
@@ -332,7 +343,7 @@ class Memory:
         sims = self._similarities(qvec, ids)
         fused = {i: HYBRID_ALPHA * sims[i] + (1 - HYBRID_ALPHA) * bm25.get(i, 0.0) / top
                  for i in ids if i in sims}
-        return sorted(fused.items(), key=lambda kv: -kv[1])
+        return sorted(fused.items(), key=lambda kv: -kv[1]), sims
 
     def _exact(self, qvec: np.ndarray, ids: Sequence[int], n: int) -> list[tuple[int, float]]:
         keys, vectors = self.db.vectors(ids, self.dim)

@@ -15,6 +15,8 @@ import numpy as np
 
 from .embedding import Embedder, normalise, usable_cores
 
+TOKENS_PER_TEXT = 48  # padded tokens a batch may hold, per text of the batch size
+
 
 class OnnxEmbedder(Embedder):
     """An exported model (see ``onnx_export``): documents and queries in, vectors out."""
@@ -102,12 +104,18 @@ class OnnxEmbedder(Embedder):
         encodings = self._tokenizer.encode_batch([prompt + t for t in texts])
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out: np.ndarray | None = None
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        start = 0
+        while start < len(order):
+            # Longest first; a batch of long texts is cut short, so one long text does not
+            # make a whole batch of short ones pay for its padding.
+            width = len(encodings[order[start]].ids)
+            size = max(1, min(self.batch_size, self.batch_size * TOKENS_PER_TEXT // width))
+            rows = order[start:start + size]
             vectors = self._session.run(None, self._feed([encodings[i] for i in rows]))[0]
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[rows] = vectors
+            start += size
         return normalise(out)
 
     def _feed(self, encodings: list[Any]) -> dict[str, np.ndarray]:
