@@ -368,11 +368,15 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
             if note.exists():
                 raise ModelError(f"the ONNX export failed before ({_note_reason(note)}); "
                                  f"delete {note} to try again")
-            manifest = onnx_export.ensure(directory, self.model, name=self.name,
-                                          lock_timeout=self.lock_timeout)
-        model_file = None
-        if variant == "int8":
-            model_file = onnx_export.ensure_int8(directory, lock_timeout=self.lock_timeout)
+        model_file = directory / "model-int8.onnx" if variant == "int8" else None
+        if model_file and onnx_export.failure_note(model_file).exists():
+            raise ModelError(f"the int8 copy failed before "
+                             f"({_note_reason(onnx_export.failure_note(model_file))})")
+        if manifest is None or (model_file and not model_file.exists()):
+            manifest = onnx_export.export(
+                directory, source=self.source, name=self.name, int8=variant == "int8",
+                truncate_dim=self.truncate_dim or 0, allow_download=self.allow_download,
+                timeout=self.lock_timeout)
         encoder = OnnxEmbedder(directory, manifest, name=self.name,
                                truncate_dim=self.truncate_dim or 0, threads=self.threads,
                                batch_size=self.batch_size, model_file=model_file)

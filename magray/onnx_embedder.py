@@ -68,7 +68,10 @@ class OnnxEmbedder(Embedder):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: nothing on a user's stderr
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        # The fp32 copy was optimised when it was exported; the int8 one is optimised here.
+        ready = m.get("optimised") and self.model_file.name == "model.onnx"
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if ready
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
         # Pre-packing weights speeds up nothing for our batch sizes but costs start-up.
         options.add_session_config_entry("session.disable_prepacking", "1")
         self._session = ort.InferenceSession(str(self.model_file), options,

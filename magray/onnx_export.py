@@ -6,7 +6,8 @@ and kept under ``<data>/models/onnx/<model>-<hash>/``:
 
     manifest.json          what the copy is and how to feed it (prompts, lengths, padding)
     tokenizer.json         the model's fast tokenizer
-    model.onnx(.data)      the whole pipeline: transformer, pooling, dense layers, normalise
+    model.onnx(.data)      the whole pipeline: transformer, pooling, dense layers, normalise,
+                           graph-optimised once, weights in a side file ONNX Runtime maps
     model-int8.onnx        made on first use of the ``onnx-int8`` backend (dynamic int8)
 
 A copy is only kept if it agrees with the torch model on probe texts (cosine >= 0.999 for
@@ -24,13 +25,16 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import files
 from .locks import locked
 
-FORMAT = 1
+FORMAT = 2
 MIN_AGREEMENT = 0.999  # cosine between the ONNX and torch vectors of every probe text
 MIN_INT8_AGREEMENT = 0.95  # mean cosine between int8 and fp32 vectors of the probes
 SUPPORTED_MODULES = {"Transformer", "Pooling", "Dense", "Normalize"}
@@ -81,13 +85,58 @@ def read_manifest(directory: Path) -> dict | None:
     return manifest if manifest.get("format") == FORMAT else None
 
 
+def export(directory: Path, *, source: str, name: str, int8: bool = False,
+           truncate_dim: int = 0, allow_download: bool = False, timeout: float = 1800.0) -> dict:
+    """Make the ONNX copy (and with ``int8`` the quantised one) in a separate process.
+
+    The exporter traces the model with torch's JIT, which hangs or crashes in a process that
+    loaded usearch's native library first (both bring their own C++ runtime); a child
+    process also keeps torch out of the caller, and a crash in the exporter out of the
+    caller's command. Raises ExportError with the child's reason.
+    """
+    job = {"directory": str(directory), "source": source, "name": name, "int8": int8,
+           "truncate_dim": truncate_dim, "allow_download": allow_download}
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    try:
+        done = subprocess.run([sys.executable, "-m", "magray.onnx_export", json.dumps(job)],
+                              env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExportError(_first_line(exc)) from None
+    manifest = read_manifest(directory)
+    if done.returncode != 0 or manifest is None:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise ExportError(lines[-1][:300] if lines else f"the exporter exited with "
+                          f"{done.returncode}")
+    return manifest
+
+
+def _child(job: dict) -> None:
+    """The exporting process: load the torch model, export, check, quantise if asked."""
+    if not job["allow_download"]:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(job["source"], device="cpu",
+                                truncate_dim=job["truncate_dim"] or None,
+                                local_files_only=not job["allow_download"])
+    directory = Path(job["directory"])
+    ensure(directory, model, name=job["name"])
+    if job["int8"]:
+        ensure_int8(directory, model)
+
+
 def ensure(directory: Path, model: Any, *, name: str, lock_timeout: float = 600.0) -> dict:
     """The manifest of the ONNX copy in ``directory``, exporting ``model`` first if needed.
 
     Raises ExportError (and leaves a ``.failed`` note) when the model cannot be exported
     faithfully.
     """
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with locked(directory.with_name(directory.name + ".lock"), timeout=lock_timeout):
         manifest = read_manifest(directory)
         if manifest is not None:
@@ -101,11 +150,10 @@ def ensure(directory: Path, model: Any, *, name: str, lock_timeout: float = 600.
             shutil.rmtree(directory, ignore_errors=True)  # a copy without a manifest is junk
             os.replace(tmp, directory)
             files.sync_dir(directory.parent)
-        except ExportError as exc:
-            files.write_atomic(failure_note(directory), json.dumps({"reason": str(exc)}).encode())
-            raise
-        except Exception as exc:  # noqa: BLE001 - any exporter failure means: stay on torch
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        except OSError as exc:  # disk full, permissions: try again next time
+            raise ExportError(_first_line(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - the model itself cannot be exported: say so
+            reason = str(exc) if isinstance(exc, ExportError) else _first_line(exc)
             files.write_atomic(failure_note(directory), json.dumps({"reason": reason}).encode())
             raise ExportError(reason) from exc
         finally:
@@ -113,8 +161,9 @@ def ensure(directory: Path, model: Any, *, name: str, lock_timeout: float = 600.
         return manifest
 
 
-def ensure_int8(directory: Path, *, lock_timeout: float = 600.0) -> Path:
-    """The dynamically quantised (int8) copy next to the fp32 one, made on first use."""
+def ensure_int8(directory: Path, model: Any, *, lock_timeout: float = 600.0) -> Path:
+    """The dynamically quantised (int8) copy next to the fp32 one, made on first use from a
+    fresh export of ``model`` (a torch model; only called when the copy is missing)."""
     target = directory / "model-int8.onnx"
     if target.exists():
         return target
@@ -125,19 +174,33 @@ def ensure_int8(directory: Path, *, lock_timeout: float = 600.0) -> Path:
             from onnxruntime.quantization import QuantType, quantize_dynamic
         except ImportError as exc:
             raise ExportError(f"int8 quantisation needs the onnx package ({exc})") from None
-        with files.replacing(target) as tmp:
-            # Per-channel weights on the MatMuls keep int8 vectors within ~1% (cosine) of fp32;
-            # per-tensor scales lose several per cent.
+        work = Path(tempfile.mkdtemp(prefix=".int8-", dir=directory.parent))
+        try:
+            _trace(model, work / "raw.onnx")
+            # Per-channel scales on the MatMul weights keep int8 vectors within about 1%
+            # (cosine) of fp32; per-tensor scales lose several per cent.
             logging.disable(logging.WARNING)  # the quantiser's advice goes to the root logger
             try:
-                quantize_dynamic(str(directory / "model.onnx"), str(tmp), per_channel=True,
-                                 weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+                quantize_dynamic(str(work / "raw.onnx"), str(work / target.name),
+                                 per_channel=True, weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul"])
             finally:
                 logging.disable(logging.NOTSET)
-            agreement = _int8_agreement(directory, tmp)
+            agreement = _int8_agreement(directory, work / target.name)
             if agreement < MIN_INT8_AGREEMENT:
-                raise ExportError(f"int8 vectors agree with fp32 only to cosine {agreement:.3f}")
+                reason = f"int8 vectors agree with fp32 only to cosine {agreement:.3f}"
+                files.write_atomic(failure_note(target), json.dumps({"reason": reason}).encode())
+                raise ExportError(reason)
+            os.replace(work / target.name, target)
+            files.sync_dir(directory)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
 
 
 # -- the export itself (torch is loaded by now) ---------------------------------------------
@@ -166,12 +229,35 @@ def supported(model: Any) -> str:
 
 
 def _export(model: Any, out: Path, name: str) -> dict:
-    import torch
-
     if reason := supported(model):
         raise ExportError(reason)
     transformer = model[0]
     tokenizer = transformer.tokenizer
+    inputs = _trace(model, out / "raw.onnx")
+    _optimise(out / "raw.onnx", out / "model.onnx")
+    (out / "raw.onnx").unlink()
+    (out / "tokenizer.json").write_text(tokenizer.backend_tokenizer.to_str())
+    manifest = {
+        "format": FORMAT,
+        "model": name,
+        "inputs": inputs,
+        "max_length": int(transformer.max_seq_length or tokenizer.model_max_length),
+        "padding_side": tokenizer.padding_side,
+        "truncation_side": tokenizer.truncation_side,
+        "pad_id": int(tokenizer.pad_token_id or 0),
+        "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
+        "pad_token": str(tokenizer.pad_token or ""),
+        "prompts": {"query": _prompt(model, "query"), "document": _prompt(model, "document")},
+        "optimised": True,
+    }
+    manifest["dim"], manifest["agreement"] = _agreement(model, out, manifest)
+    return manifest
+
+
+def _trace(model: Any, path: Path) -> list[str]:
+    """Export the whole pipeline of ``model`` to ``path``; returns the input names."""
+    import torch
+
     sample = _features(model, PROBES[:2])
     inputs = [k for k in INPUTS if k in sample]
     extra = set(sample) - set(INPUTS) - {"modality", "prompt_length"}
@@ -191,32 +277,9 @@ def _export(model: Any, out: Path, name: str) -> dict:
     pipeline = Pipeline(model).eval()
     args = tuple(sample[k].to(device) for k in inputs)
     axes = {k: {0: "batch", 1: "tokens"} for k in inputs} | {"embedding": {0: "batch"}}
-    raw = out / "raw.onnx"
-    with torch.no_grad():
-        _torch_export(torch, pipeline, args, raw, inputs, axes)
-    _externalise(raw, out / "model.onnx")
-    (out / "tokenizer.json").write_text(tokenizer.backend_tokenizer.to_str())
-    manifest = {
-        "format": FORMAT,
-        "model": name,
-        "inputs": inputs,
-        "max_length": int(transformer.max_seq_length or tokenizer.model_max_length),
-        "padding_side": tokenizer.padding_side,
-        "truncation_side": tokenizer.truncation_side,
-        "pad_id": int(tokenizer.pad_token_id or 0),
-        "pad_type_id": int(getattr(tokenizer, "pad_token_type_id", 0) or 0),
-        "pad_token": str(tokenizer.pad_token or ""),
-        "prompts": {"query": _prompt(model, "query"), "document": _prompt(model, "document")},
-    }
-    manifest["dim"], manifest["agreement"] = _agreement(model, out, manifest)
-    return manifest
-
-
-def _torch_export(torch: Any, pipeline: Any, args: tuple, path: Path, inputs: list[str],
-                  axes: dict) -> None:
     import warnings
 
-    with warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constant branches
         try:  # the TorchScript exporter: fast, needs nothing beyond torch
             torch.onnx.export(pipeline, args, str(path), input_names=inputs,
@@ -227,20 +290,24 @@ def _torch_export(torch: Any, pipeline: Any, args: tuple, path: Path, inputs: li
             torch.onnx.export(pipeline, args, str(path), input_names=inputs,
                               output_names=["embedding"], dynamo=True, external_data=False,
                               dynamic_shapes=tuple({0: batch, 1: tokens} for _ in inputs))
+    return inputs
 
 
-def _externalise(raw: Path, target: Path) -> None:
-    """Weights in a side file: ONNX Runtime maps it instead of parsing it (about half the
-    session start-up)."""
-    try:
-        import onnx
-    except ImportError:
-        os.replace(raw, target)
-        return
-    model = onnx.load(str(raw))
-    onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=target.name + ".data", size_threshold=1024)
-    raw.unlink()
+def _optimise(raw: Path, target: Path) -> None:
+    """Graph fusions (attention, layer norm, GELU) done once here rather than at every
+    session start, and the weights in a side file that ONNX Runtime maps instead of
+    parsing: together they cut a query session's start-up by more than half."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target)
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_file_name", target.name + ".data")
+    options.add_session_config_entry(
+        "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
 
 
 def _features(model: Any, texts: list[str]) -> dict:
@@ -290,3 +357,11 @@ def _int8_agreement(directory: Path, int8_model: Path) -> float:
     small = OnnxEmbedder(directory, manifest, name="probe", model_file=int8_model)
     return float((full.encode(PROBES, "document") * small.encode(PROBES, "document"))
                  .sum(axis=1).mean())
+
+
+if __name__ == "__main__":
+    try:
+        _child(json.loads(sys.argv[1]))
+    except Exception as error:  # noqa: BLE001 - the parent reads the last line
+        print(f"{type(error).__name__}: {error}".splitlines()[0][:300], file=sys.stderr)
+        sys.exit(1)

@@ -32,7 +32,8 @@ def onnx_root(tmp_path_factory, real_embedder):
     """The export, made once for the session from the already loaded torch model."""
     root = tmp_path_factory.mktemp("onnx")
     directory = onnx_export.export_dir(root, real_embedder.name, real_embedder.source)
-    onnx_export.ensure(directory, real_embedder.model, name=real_embedder.name)
+    onnx_export.export(directory, source=real_embedder.source, name=real_embedder.name,
+                       int8=True)
     return root
 
 
@@ -118,23 +119,36 @@ def test_without_onnxruntime_torch_answers_after_one_warning(tmp_path, monkeypat
     assert not (tmp_path / "onnx").exists()  # nothing was exported
 
 
-def test_failed_export_is_remembered_and_torch_answers(tmp_path, monkeypatch, real_embedder):
-    calls = []
-
+def test_a_model_that_cannot_be_exported_leaves_a_note(tmp_path, monkeypatch):
     def broken(model, out, name):
-        calls.append(name)
         raise onnx_export.ExportError("this model cannot be traced")
 
     monkeypatch.setattr(onnx_export, "_export", broken)
-    embedder, warnings = configured(tmp_path, backend="auto")
-    vector = embedder.embed_query("find my notes")
+    directory = tmp_path / "m-0123"
+    with pytest.raises(onnx_export.ExportError, match="cannot be traced"):
+        onnx_export.ensure(directory, object(), name="m")
+    assert "cannot be traced" in onnx_export.failure_note(directory).read_text()
+    assert not directory.exists() and not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_exporter_failure_reaches_the_caller(tmp_path):
+    with pytest.raises(onnx_export.ExportError, match="OSError|Error"):
+        onnx_export.export(tmp_path / "x-1", source=str(tmp_path / "no-such-model"), name="x",
+                           timeout=300)
+
+
+def test_failed_export_is_remembered_and_torch_answers(tmp_path, monkeypatch, real_embedder):
+    embedder, _ = configured(tmp_path)
+    note = onnx_export.failure_note(embedder.onnx_dir)
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text('{"reason": "this model cannot be traced"}')
+    monkeypatch.setattr(onnx_export, "export", lambda *a, **k: pytest.fail("tried again"))
+    auto, warnings = configured(tmp_path, backend="auto")
+    vector = auto.embed_query("find my notes")
+    auto.embed_documents(["and a document"])
     assert float(vector @ real_embedder.embed_query("find my notes")) > 0.9999
     assert len(warnings) == 1 and "cannot be traced" in warnings[0]
-    again, warnings_again = configured(tmp_path, backend="auto")
-    again.embed_query("another query")
-    assert len(calls) == 1  # the failure note stops a second attempt
-    assert "failed before" in warnings_again[0] and "delete" in warnings_again[0]
-    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no half-made copy
+    assert "failed before" in warnings[0] and "delete" in warnings[0]
 
 
 def test_damaged_copy_falls_back_to_torch(tmp_path, onnx_root, real_embedder):
