@@ -13,8 +13,10 @@ sidecar first, so it can only ever think the index is older than it is, never ne
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +67,17 @@ class SyncReport:
     action: str  # "fresh", "updated", "rebuilt"
     count: int
     reason: str = ""
+
+
+def usearch_index() -> type["Index"]:
+    """usearch's ``Index`` class, imported on first use, after ONNX Runtime when that is
+    installed: loading ONNX Runtime's native library after usearch's crashes the process
+    (usearch 2.26 with onnxruntime 1.31, on Linux), and a query encoder may need it later."""
+    if "usearch.index" not in sys.modules and importlib.util.find_spec("onnxruntime"):
+        import onnxruntime  # noqa: F401
+    from usearch.index import Index
+
+    return Index
 
 
 class LayerIndex:
@@ -119,9 +132,7 @@ class LayerIndex:
             state = self.state()
         if state is None or state.count == 0:
             return None
-        from usearch.index import Index
-
-        view = Index.restore(str(self.path), view=True)
+        view = usearch_index().restore(str(self.path), view=True)
         if view is None or len(view) != state.count:
             raise IntegrityError(f"the {self.layer} index could not be read after repair")
         view.expansion_search = self.ef_search
@@ -197,10 +208,8 @@ class LayerIndex:
             return None
         if not self._file_matches(state) and not self._checksum_matches(state):
             return None
-        from usearch.index import Index
-
         try:
-            index = Index.restore(str(self.path), view=False)
+            index = usearch_index().restore(str(self.path), view=False)
         except (ValueError, RuntimeError, OSError):
             return None
         if index is None or index.ndim != self.spec.dim or len(index) != state.count:
@@ -230,9 +239,7 @@ class LayerIndex:
         return index
 
     def new_index(self) -> "Index":
-        from usearch.index import Index
-
-        return Index(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
+        return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
                      connectivity=self.spec.m, expansion_add=self.spec.ef_construction,
                      expansion_search=self.ef_search)
 

@@ -51,11 +51,12 @@ class OnnxEmbedder(Embedder):
 
     def _load_guarded(self) -> None:
         try:
-            self._load()
+            self.load()
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
             self._error = exc
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Load the tokenizer and the session now, on this thread."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402,F401  - before usearch, whose native library breaks its loading
 
 from magray import config  # noqa: E402
 from magray.embedding import DEFAULT_MODEL, shipped_model_dir  # noqa: E402
@@ -210,6 +211,7 @@ def records_home(cache: Path, n: int, dtype: str = "f32", *, texts: list[str] | 
     fresh index built by magray itself."""
     home = cache / f"home-{n}-{dtype}"
     if (home / "ready").exists():
+        add_onnx(home, cache)
         return home
     from magray import Memory
 

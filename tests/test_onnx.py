@@ -180,3 +180,13 @@ def test_cold_search_in_a_fresh_process_never_imports_torch(home, onnx_root, rea
         (blob,) = db.execute("SELECT vector FROM embed_cache WHERE model LIKE '%|query'").fetchone()
     cached = np.frombuffer(blob, dtype=np.float32)
     assert float(cached @ real_embedder.embed_query(query)) >= 0.999
+
+
+def test_usearch_first_does_not_break_onnx_runtime():
+    """Loading onnxruntime's native library after usearch's crashed the process; magray
+    loads usearch only through index.usearch_index(), which loads onnxruntime first."""
+    code = ("from magray.index import usearch_index; usearch_index(); import onnxruntime; "
+            "print(onnxruntime.get_device())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "CPU", done.stderr[-500:]
