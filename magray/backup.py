@@ -724,8 +724,6 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
 def _check_staged(db: Path, info: BackupInfo, path: Path) -> None:
     """The staged database must be sound, of a schema this magray knows, and be what the
     manifest describes."""
-    import sqlite_utils
-
     from .store import migrations
 
     try:
@@ -737,10 +735,8 @@ def _check_staged(db: Path, info: BackupInfo, path: Path) -> None:
         if problems != [("ok",)]:
             raise IntegrityError(f"{path}: the archived database failed integrity_check "
                                  f"({problems[0][0]})")
-        known = {m.name for m in migrations.pending(
-            sqlite_utils.Database(memory=True, execute_plugins=False))}
-        applied = {m.name for m in migrations.applied(
-            sqlite_utils.Database(conn, execute_plugins=False))}
+        known = set(migrations.names)
+        applied = migrations.applied(conn)
         if applied - known:
             raise InputError(f"{path} holds a database from a newer magray (schema "
                              f"{sorted(applied - known)[-1]}); upgrade magray to restore it")

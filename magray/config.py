@@ -22,6 +22,7 @@ MODES = ("hybrid", "vector", "keyword")
 DTYPES = ("f32", "f16")
 # the features of the promotion score (magray/layers.py), weighted by score_weights
 SCORE_FEATURES = ("access", "recency", "age", "words", "importance", "neighbours")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,11 @@ SPEC: dict[str, Setting] = {
         Setting("truncate_dim", 0, "Matryoshka truncation of embeddings; 0 keeps the full size",
                 minimum=0, maximum=65536),
         Setting("batch_size", 64, "texts embedded per batch", minimum=1, maximum=65536),
-        Setting("threads", 0, "CPU threads for the model; 0 = the cores this process may use",
-                minimum=0, maximum=1024),
+        Setting("backend", "auto",
+                "what runs the model: auto (ONNX Runtime; torch for bulk work on a GPU), torch, "
+                "onnx or onnx-int8", choices=BACKENDS),
+        Setting("threads", 0, "CPU threads for the model (torch and ONNX Runtime); 0 = the "
+                "cores this process may use", minimum=0, maximum=1024),
         Setting("model_roots", [], "extra directories a local model path may live in"),
         Setting("allow_download", False, "let sentence-transformers fetch a model from its hub"),
         Setting("max_text_bytes", 512 * 1024, "largest text accepted, in bytes of UTF-8",

@@ -22,6 +22,7 @@ from .errors import ConfigError, ModelError
 from .records import model_key
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+SMALL_BATCH = 16  # backend auto: up to this many texts are embedded without torch
 _SHIPPED_NAMES = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
@@ -77,6 +78,12 @@ def resolve_model(spec: str, roots: Sequence[Path]) -> str:
     return str(resolved)
 
 
+def gpu_present() -> bool:
+    """Is there a GPU driver torch might use? (Checked without importing torch.)"""
+    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
+            or any(Path("/dev").glob("nvidia[0-9]*")))
+
+
 def usable_cores() -> int:
     """CPU cores this process may really use: affinity mask and cgroup quota, not the host."""
     try:
@@ -93,13 +100,14 @@ def usable_cores() -> int:
 
 
 def from_settings(settings: Any, data_dir: Path, warn: Warn | None = None
-                  ) -> "SentenceTransformerEmbedder":
-    """The configured model (not loaded yet): ``model``, ``device`` and related settings."""
+                  ) -> "ConfiguredEmbedder":
+    """The configured model behind the configured backend (not loaded yet)."""
     s = settings
     roots = default_model_roots(data_dir) + [Path(r) for r in s.model_roots]
-    return SentenceTransformerEmbedder(
-        s.model, roots=roots, device=s.device, truncate_dim=s.truncate_dim,
-        batch_size=s.batch_size, threads=s.threads, allow_download=s.allow_download, warn=warn)
+    return ConfiguredEmbedder(
+        s.model, roots=roots, onnx_root=data_dir / "models" / "onnx", backend=s.backend,
+        device=s.device, truncate_dim=s.truncate_dim, batch_size=s.batch_size,
+        threads=s.threads, allow_download=s.allow_download, warn=warn)
 
 
 class Embedder:
@@ -273,6 +281,175 @@ class SentenceTransformerEmbedder(Embedder):
         self.device = "cpu"
         _LOADED[self._cache_key] = (model, self.device, self.fallback_reason)
         return model
+
+
+class ConfiguredEmbedder(SentenceTransformerEmbedder):
+    """The configured model behind the configured backend.
+
+    torch (``SentenceTransformerEmbedder``) is the reference and the GPU path. An ONNX copy
+    of the same model (``onnx_export``, made once, checked against torch) embeds without
+    importing torch. Backend ``auto`` uses it for queries, for small batches, and for bulk
+    work when no GPU is present (same vectors, faster); ``onnx`` for everything;
+    ``onnx-int8`` embeds documents with a dynamically quantised copy (faster again, slightly
+    less exact; queries stay fp32); ``torch`` never uses it. If ONNX Runtime is missing or
+    the copy cannot be made, torch does the work after one warning.
+    """
+
+    def __init__(self, model: str, *, roots: Sequence[Path], onnx_root: Path,
+                 backend: str = "auto", lock_timeout: float = 600.0, **options: Any):
+        super().__init__(model, roots=roots, **options)
+        self.backend = backend
+        self.onnx_root = onnx_root
+        self.lock_timeout = lock_timeout
+        self._onnx: dict[str, Any] = {}  # variant -> OnnxEmbedder, or None when unavailable
+        self._onnx_dir: Path | None = None
+        self._known_manifest: dict | None = None
+        self._problem_told = False
+
+    @property
+    def dim(self) -> int:
+        if self.truncate_dim:
+            return int(self.truncate_dim)
+        if self._model is None and (manifest := self._manifest()) is not None:
+            return int(manifest["dim"])  # known without loading torch
+        return super().dim
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Where this model's ONNX copy lives (or will)."""
+        if self._onnx_dir is None:
+            from .onnx_export import export_dir
+
+            self._onnx_dir = export_dir(self.onnx_root, self.name, self.source)
+        return self._onnx_dir
+
+    def embed_query(self, text: str) -> np.ndarray:
+        onnx = self._onnx_for("query") if self.backend != "torch" else None
+        return onnx.embed_query(text) if onnx else super().embed_query(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        onnx = self._onnx_for(self._document_variant(len(texts)))
+        return onnx.embed_documents(texts) if onnx else super().embed_documents(texts)
+
+    def prepare_query(self) -> None:
+        """Start loading the query encoder in the background, when it is an existing ONNX
+        copy: a caller embedding a new query overlaps that with its other work."""
+        if self.backend == "torch" or "query" in self._onnx:
+            return
+        if self._manifest() is not None and _onnxruntime_present():
+            self._onnx_for("query")
+
+    # -- choosing -------------------------------------------------------------------------
+
+    def _document_variant(self, count: int) -> str | None:
+        """Which ONNX copy embeds ``count`` documents ('query' is the fp32 one); None: torch.
+
+        auto keeps torch for bulk work only where it can use a GPU: on a CPU the fp32 copy
+        gives the same vectors, faster, without torch's start-up."""
+        if self.backend in ("onnx", "onnx-int8"):
+            return "int8" if self.backend == "onnx-int8" else "query"
+        if self.backend == "torch" or self._model is not None:
+            return None  # torch is loaded already: keep one backend per process
+        if count <= SMALL_BATCH or self.requested_device == "cpu":
+            return "query"
+        if self.requested_device == "cuda" or gpu_present():
+            return None
+        return "query"
+
+    def _onnx_for(self, variant: str | None) -> Any:
+        if variant is None:
+            return None
+        if variant not in self._onnx:
+            try:
+                self._onnx[variant] = self._open_onnx(variant)
+            except Exception as exc:  # noqa: BLE001 - any ONNX problem means: use torch
+                self._onnx[variant] = None
+                self._tell(_short(exc))
+        return self._onnx[variant]
+
+    def _open_onnx(self, variant: str) -> Any:
+        from . import onnx_export
+        from .onnx_embedder import OnnxEmbedder
+
+        if not _onnxruntime_present():
+            raise ModelError("onnxruntime is not installed")
+        directory = self.onnx_dir
+        manifest = onnx_export.read_manifest(directory)
+        if manifest is None:
+            note = onnx_export.failure_note(directory)
+            if note.exists():
+                raise ModelError(f"the ONNX export failed before ({_note_reason(note)}); "
+                                 f"delete {note} to try again")
+        model_file = directory / "model-int8.onnx" if variant == "int8" else None
+        if model_file and onnx_export.failure_note(model_file).exists():
+            raise ModelError(f"the int8 copy failed before "
+                             f"({_note_reason(onnx_export.failure_note(model_file))})")
+        if manifest is None or (model_file and not model_file.exists()):
+            manifest = onnx_export.export(
+                directory, source=self.source, name=self.name, int8=variant == "int8",
+                truncate_dim=self.truncate_dim or 0, allow_download=self.allow_download,
+                timeout=self.lock_timeout)
+        encoder = OnnxEmbedder(directory, manifest, name=self.name,
+                               truncate_dim=self.truncate_dim or 0, threads=self.threads,
+                               batch_size=self.batch_size, model_file=model_file)
+        encoder.start()
+        return _Checked(encoder, self)
+
+    def _manifest(self) -> dict | None:
+        if self._known_manifest is None:
+            from .onnx_export import read_manifest
+
+            self._known_manifest = read_manifest(self.onnx_dir)
+        return self._known_manifest
+
+    def _tell(self, problem: str) -> None:
+        if not self._problem_told:
+            self._problem_told = True
+            self.warn(f"the ONNX encoder is unavailable ({problem}); embedding with torch "
+                      "(setting backend = torch silences this)")
+
+
+class _Checked:
+    """An ONNX encoder whose failure (say, a damaged copy) falls back to torch once."""
+
+    def __init__(self, encoder: Any, owner: ConfiguredEmbedder):
+        self.encoder, self.owner = encoder, owner
+
+    def embed_query(self, text: str) -> np.ndarray:
+        try:
+            return self.encoder.embed_query(text)
+        except Exception as exc:  # noqa: BLE001
+            self._drop(exc)
+            return SentenceTransformerEmbedder.embed_query(self.owner, text)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            return self.encoder.embed_documents(texts)
+        except Exception as exc:  # noqa: BLE001
+            self._drop(exc)
+            return SentenceTransformerEmbedder.embed_documents(self.owner, texts)
+
+    def _drop(self, exc: Exception) -> None:
+        for variant, encoder in list(self.owner._onnx.items()):
+            if encoder is self:
+                self.owner._onnx[variant] = None
+        self.owner._tell(f"{_short(exc)}; delete {self.encoder.directory} to rebuild it")
+
+
+def _onnxruntime_present() -> bool:
+    try:
+        return importlib.util.find_spec("onnxruntime") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _note_reason(note: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(note.read_text())["reason"])[:200]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no reason recorded"
 
 
 def _is_out_of_memory(exc: Exception) -> bool:

@@ -13,8 +13,10 @@ sidecar first, so it can only ever think the index is older than it is, never ne
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -67,6 +69,17 @@ class SyncReport:
     reason: str = ""
 
 
+def usearch_index() -> type["Index"]:
+    """usearch's ``Index`` class, imported on first use, after ONNX Runtime when that is
+    installed: loading ONNX Runtime's native library after usearch's crashes the process
+    (usearch 2.26 with onnxruntime 1.31, on Linux), and a query encoder may need it later."""
+    if "usearch.index" not in sys.modules and importlib.util.find_spec("onnxruntime"):
+        import onnxruntime  # noqa: F401
+    from usearch.index import Index
+
+    return Index
+
+
 class LayerIndex:
     """The index of one layer, bound to an open store."""
 
@@ -80,6 +93,8 @@ class LayerIndex:
         self.path = directory / f"{layer}.usearch"
         self.sidecar = directory / f"{layer}.json"
         self.lock_path = directory / f"{layer}.lock"
+        self._view: "Index | None" = None
+        self._view_token: tuple | None = None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -137,10 +152,8 @@ class LayerIndex:
         when file and sidecar disagree."""
         if state is None or state.count == 0:
             return None
-        from usearch.index import Index
-
         try:
-            view = Index.restore(str(self.path), view=True)
+            view = usearch_index().restore(str(self.path), view=True)
         except (ValueError, RuntimeError, OSError):
             return False
         if view is None or len(view) != state.count:
@@ -148,13 +161,38 @@ class LayerIndex:
         view.expansion_search = self.ef_search
         return view
 
+    def view(self) -> "Index | None":
+        """``open_view()``, kept between calls: while the sidecar, the index file and the
+        layer's log head are unchanged, the full staleness check would pass again (every
+        change to the layer's vectors moves the log head), so it is skipped."""
+        token = self._token()
+        if self._view_token is None or token != self._view_token:
+            self._view = self.open_view()
+            self._view_token = token  # taken before opening: a later change is never missed
+        return self._view
+
+    def _token(self) -> tuple:
+        stamps = []
+        for path in (self.sidecar, self.path):
+            try:
+                info = os.stat(path)
+                stamps.append((info.st_ino, info.st_size, info.st_mtime_ns))
+            except OSError:
+                stamps.append(None)
+        return (*stamps, self.store.log_head(self.layer))
+
+    @property
+    def size(self) -> int:
+        """Vectors in the view last opened (a fresh index holds the layer's record count)."""
+        return 0 if self._view is None else len(self._view)
+
     def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
         """Approximate top-k (record id, inner product) for one normalised query vector."""
-        view = self.open_view()
+        view = self.view()
         if view is None:
             return []
         matches = view.search(query, min(k, len(view)))
-        return [(int(key), 1.0 - float(dist)) for key, dist in zip(matches.keys, matches.distances)]
+        return list(zip(matches.keys.tolist(), (1.0 - matches.distances).tolist()))
 
     # -- repairing ------------------------------------------------------------------------
 
@@ -194,10 +232,8 @@ class LayerIndex:
             return None
         if not self._file_matches(state) and not self._checksum_matches(state):
             return None
-        from usearch.index import Index
-
         try:
-            index = Index.restore(str(self.path), view=False)
+            index = usearch_index().restore(str(self.path), view=False)
         except (ValueError, RuntimeError, OSError):
             return None
         if index is None or index.ndim != self.spec.dim or len(index) != state.count:
@@ -228,9 +264,7 @@ class LayerIndex:
         return index
 
     def new_index(self) -> "Index":
-        from usearch.index import Index
-
-        return Index(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
+        return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
                      connectivity=self.spec.m, expansion_add=self.spec.ef_construction,
                      expansion_search=self.ef_search)
 

@@ -37,6 +37,7 @@ EXACT_LIMIT = 20_000  # filtered candidate sets up to this size are searched exa
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
 CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
+WINDOW_BYTES = 4 << 20  # vectors embedded together (longest first: little padding)
 
 
 class Memory:
@@ -50,6 +51,8 @@ class Memory:
         self.warn = warn or (lambda message: None)
         self._embedder = embedder
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
+        self._indexes: dict[str, LayerIndex] = {}
+        self._pinned_model: tuple[str | None, int | None] | None = None
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -81,6 +84,8 @@ class Memory:
 
     def recorded_model(self) -> tuple[str | None, int | None]:
         """(model key, dimension) the stored vectors were made with; (None, None) if none."""
+        if self._pinned_model is not None:
+            return self._pinned_model
         dim = self.db.meta("dim")
         return self.db.meta("model_key"), int(dim) if dim else None
 
@@ -98,11 +103,17 @@ class Memory:
         return self.recorded_model()[1] or self.embedder.dim
 
     def index(self, layer: str) -> LayerIndex:
+        """The layer's index, kept for the life of this Memory: it holds its memory-mapped
+        view between searches and re-checks freshness cheaply."""
         s = self.settings
         spec = IndexSpec(dim=self.dim, dtype=s.index_dtype, m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction)
-        return LayerIndex(self.paths.indexes, layer, spec, self.db, ef_search=s.hnsw_ef_search,
-                          lock_timeout=s.busy_timeout)
+        index = self._indexes.get(layer)
+        if index is None or index.spec != spec:
+            index = self._indexes[layer] = LayerIndex(
+                self.paths.indexes, layer, spec, self.db, ef_search=s.hnsw_ef_search,
+                lock_timeout=s.busy_timeout)
+        return index
 
     def sync(self, layers: Iterable[str] = LAYERS, *, rebuild: bool = False) -> list[SyncReport]:
         """Bring the layers' indexes in step with the database."""
@@ -149,23 +160,23 @@ class Memory:
 
     def store(self, items: Iterable[NewRecord], *, progress: Progress | None = None
               ) -> list[Stored]:
-        """Store validated records in batches; the same text in the same layer is counted as
-        an access of the existing record instead of being stored twice. ``items`` may be a
-        lazy iterable (``ingest.Validated``): only one batch of texts and vectors is held."""
+        """Store validated records; the same text in the same layer is counted as an access
+        of the existing record instead of being stored twice. ``items`` may be a lazy
+        iterable (``ingest.Validated``): at most two windows of texts are held, and one
+        window of vectors (``WINDOW_BYTES``)."""
         self.check_model()
         results: list[Stored] = []
         self._op = Op("store", time.perf_counter())
         near = dedupe.NearDuplicates(self)
         pending = iter(items)
-        batch = list(islice(pending, STORE_BATCH))
+        size = max(STORE_BATCH, WINDOW_BYTES // (4 * (self.recorded_model()[1] or 384)))
+        window = list(islice(pending, size))
         try:
-            while batch:
-                following = list(islice(pending, STORE_BATCH))  # is this batch the last?
-                self._op.items += len(batch)
-                results += self._store_batch(batch, near, last=not following)
-                if progress:
-                    progress(len(batch))
-                batch = following
+            while window:
+                following = list(islice(pending, size))  # is this window the last?
+                self._op.items += len(window)
+                results += self._store_window(window, near, progress, last=not following)
+                window = following
         finally:
             self._op = None
         self._sync_after_write(sorted({r.layer for r in results}))
@@ -190,21 +201,44 @@ class Memory:
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
-    def _store_batch(self, batch: Sequence[NewRecord], near: dedupe.NearDuplicates, *,
-                     last: bool = False) -> list[Stored]:
-        known = {layer: self.db.existing(layer, [i.content_hash for i in batch if i.layer == layer])
-                 for layer in {i.layer for i in batch}}
-        need = [i.text for i in batch if i.content_hash not in known[i.layer]]
-        while True:
-            vectors = dict(zip(need, self._vectors(need, "document"))) if need else {}
-            joins = near.find(batch, vectors)
-            try:
-                results = self._insert(batch, vectors, joins, last=last)
-            except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
-                need.append(str(missing))
-                continue
-            near.added(batch, vectors, results)
-            return results
+    def _store_window(self, window: Sequence[NewRecord], near: dedupe.NearDuplicates,
+                      progress: Progress | None, *, last: bool) -> list[Stored]:
+        known = {layer: self.db.existing(layer, [i.content_hash for i in window
+                                                 if i.layer == layer])
+                 for layer in {i.layer for i in window}}
+        need = list(dict.fromkeys(i.text for i in window if i.content_hash not in known[i.layer]))
+        vectors = self._embed_longest_first(need, progress)
+        results: list[Stored] = []
+        for start in range(0, len(window), STORE_BATCH):
+            batch = window[start:start + STORE_BATCH]
+            final = last and start + STORE_BATCH >= len(window)  # the call's figures ride here
+            while True:
+                joins = near.find(batch, vectors)
+                try:
+                    stored = self._insert(batch, vectors, joins, last=final)
+                except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
+                    text = str(missing)
+                    vectors[text] = self._vectors([text], "document")[0]
+                    continue
+                near.added(batch, vectors, stored)
+                results += stored
+                break
+        if progress and len(window) > len(need):
+            progress(len(window) - len(need))
+        return results
+
+    def _embed_longest_first(self, texts: Sequence[str], progress: Progress | None
+                             ) -> dict[str, np.ndarray]:
+        """Vectors for texts, in batches of similar length (as a raw model.encode sorts
+        them), with a progress tick per batch."""
+        ordered = sorted(texts, key=len, reverse=True)
+        vectors: dict[str, np.ndarray] = {}
+        for start in range(0, len(ordered), STORE_BATCH):
+            chunk = ordered[start:start + STORE_BATCH]
+            vectors.update(zip(chunk, self._vectors(chunk, "document")))
+            if progress:
+                progress(len(chunk))
+        return vectors
 
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
                 joins: dict[int, dedupe.Join], *, last: bool = False) -> list[Stored]:
@@ -229,6 +263,15 @@ class Memory:
     def search(self, query: str, **options) -> list[Hit]:
         """Search by meaning (``mode='vector'``), by words (``'keyword'``) or both fused
         (``'hybrid'``, the default). Options are the fields of ``SearchRequest``."""
+        # One read of the recorded model serves the whole search (a search never changes it).
+        self._pinned_model = None
+        self._pinned_model = self.recorded_model()
+        try:
+            return self._search(query, **options)
+        finally:
+            self._pinned_model = None
+
+    def _search(self, query: str, **options) -> list[Hit]:
         options.setdefault("top_k", self.settings.top_k)
         options.setdefault("mode", self.settings.search_mode)
         request = SearchRequest(query=query, **options)
@@ -248,36 +291,57 @@ class Memory:
     def _find(self, request: SearchRequest) -> list[Hit]:
         layers = request.layers or LAYERS
         pool = max(request.top_k * 4, 40)
-        qvec = None
+        sims: dict[int, float] | None = None
         if request.mode == "keyword":
             ranked = self._keyword(request.query, layers, request.filters, request.top_k * 2)
         else:
             self.check_model()
             if self.recorded_model()[1] is None:
                 return []  # nothing was ever stored
-            qvec = self._vectors([request.query], "query")[0]
+            embed, loading = self._query_vector(request.query)
+            # While a new query's encoder loads (it releases the GIL), do the work that does
+            # not need the vector: keyword ranking, opening the indexes.
+            keyword = (self._keyword(request.query, layers, request.filters, pool)
+                       if request.mode == "hybrid" else [])
+            if loading and not request.filters:
+                for layer in layers:
+                    self.index(layer).view()
+            qvec = embed()
             ranked = self._vector(qvec, layers, request.filters, pool)
+            sims = dict(ranked)
             if request.mode == "hybrid":
-                keyword = self._keyword(request.query, layers, request.filters, pool)
-                ranked = self._fuse(qvec, ranked, keyword)
-        return self._hits(ranked, qvec, request)
+                ranked, sims = self._fuse(qvec, ranked, keyword)
+        return self._hits(ranked, sims, request)
 
-    def _hits(self, ranked: list[tuple[int, float]], qvec: np.ndarray | None,
+    def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
+        """(a function giving the query's vector, whether an encoder is needed): the vector
+        comes at once from the cache, or from the encoder, which starts loading now."""
+        dim = self.recorded_model()[1]
+        model = f"{self.embedder.key}|query"
+        cached = self.db.cached_vectors(model, [content_hash(query)], dim) if dim else {}
+        if cached:
+            vector = next(iter(cached.values()))
+            if self._op is not None:
+                self._op.cache_hits += 1
+            return (lambda: vector), False
+        prepare = getattr(self.embedder, "prepare_query", None)
+        if prepare:
+            prepare()
+        return (lambda: self._vectors([query], "query")[0]), True
+
+    def _hits(self, ranked: list[tuple[int, float]], sims: dict[int, float] | None,
               request: SearchRequest) -> list[Hit]:
-        records = self.db.records([i for i, _ in ranked])
-        similarity = self._similarities(qvec, list(records)) if qvec is not None else {}
-        hits = []
-        for record_id, score in ranked:
-            record = records.get(record_id)
-            if record is None:
-                continue
-            sim = similarity.get(record_id)
-            gate = score if qvec is None else sim
-            if request.min_score is not None and gate < request.min_score:
-                continue
-            hits.append(Hit(record, score, sim))
-            if len(hits) == request.top_k:
-                break
+        """The first top_k ranked records that pass min_score (cosine similarity, or the
+        keyword score when there is none); records are read only for those."""
+        passing = [(i, score) for i, score in ranked if request.min_score is None
+                   or (score if sims is None else sims.get(i, -2.0)) >= request.min_score]
+        hits: list[Hit] = []
+        while passing and len(hits) < request.top_k:
+            chunk, passing = (passing[:request.top_k - len(hits)],
+                              passing[request.top_k - len(hits):])
+            records = self.db.records([i for i, _ in chunk])
+            hits += [Hit(records[i], score, None if sims is None else sims.get(i))
+                     for i, score in chunk if i in records]  # deleted meanwhile: skipped
         return hits
 
     def _similarities(self, qvec: np.ndarray, ids: list[int]) -> dict[int, float]:
@@ -300,10 +364,10 @@ class Memory:
     def _ann_layer(self, qvec: np.ndarray, layer: str, filters: Filters, n: int
                    ) -> dict[int, float]:
         index = self.index(layer)
-        total = self.db.count(layer)
         k = n * 4 if filters else n
         while True:
             candidates = [key for key, _ in index.search(qvec, k)]
+            total = index.size  # of the view just searched
             if filters:
                 candidates = self._passing(candidates, layer, filters)
             scored = self._similarities(qvec, candidates)
@@ -326,7 +390,8 @@ class Memory:
         return [r[0] for r in rows]
 
     def _fuse(self, qvec: np.ndarray, vector: list[tuple[int, float]],
-              keyword: list[tuple[int, float]]) -> list[tuple[int, float]]:
+              keyword: list[tuple[int, float]]
+              ) -> tuple[list[tuple[int, float]], dict[int, float]]:
         """Hybrid ranking: HYBRID_ALPHA x cosine similarity + the rest x BM25 relative to the
         best keyword hit. Candidates from either list; every one scored on both."""
         bm25 = dict(keyword)
@@ -335,7 +400,7 @@ class Memory:
         sims = self._similarities(qvec, ids)
         fused = {i: HYBRID_ALPHA * sims[i] + (1 - HYBRID_ALPHA) * bm25.get(i, 0.0) / top
                  for i in ids if i in sims}
-        return sorted(fused.items(), key=_best_first)
+        return sorted(fused.items(), key=_best_first), sims
 
     def _exact(self, qvec: np.ndarray, ids: Sequence[int], n: int) -> list[tuple[int, float]]:
         keys, vectors = self.db.vectors(ids, self.dim)

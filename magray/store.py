@@ -21,11 +21,9 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
 from . import clock
 from .errors import BusyError, IntegrityError, MagrayError
@@ -33,14 +31,63 @@ from .reader import Reader, _translate
 from .records import LAYERS, Filters, NewRecord, Record
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
 
-migrations = Migrations("magray")
+class LazyMigrations:
+    """Numbered schema migrations, declared with ``@migrations()`` and applied by
+    sqlite-utils' ``Migrations``; but whether any is pending is read with plain SQL, so a
+    command that finds none (every one after the first) never imports sqlite-utils, a
+    tenth of a second of start-up."""
+
+    table = "_sqlite_migrations"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.declared: list[tuple[Callable, dict]] = []
+
+    def __call__(self, **options: Any) -> Callable[[Callable], Callable]:
+        def declare(function: Callable) -> Callable:
+            self.declared.append((function, options))
+            return function
+        return declare
+
+    @property
+    def names(self) -> list[str]:
+        """Every migration this magray knows, in order."""
+        return [options.get("name") or function.__name__ for function, options in self.declared]
+
+    def applied(self, conn: sqlite3.Connection) -> set[str]:
+        """The migrations a database has had (none for a new one)."""
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (self.table,)).fetchone():
+            return set()
+        return {row[0] for row in conn.execute(
+            f"SELECT name FROM {self.table} WHERE migration_set = ?", (self.name,))}
+
+    def pending(self, conn: sqlite3.Connection) -> list[str]:
+        applied = self.applied(conn)
+        return [name for name in self.names if name not in applied]
+
+    def apply(self, db: Any, **options: Any) -> None:
+        """Apply the pending ones (sqlite-utils' ``Migrations.apply``, e.g. ``stop_before``)."""
+        from sqlite_utils.migrations import Migrations
+
+        real = Migrations(self.name)
+        for function, declared in self.declared:
+            real(**declared)(function)
+        real.apply(db, **options)
+
+
+migrations = LazyMigrations("magray")
 
 
 @migrations()
-def m001_records(db: sqlite_utils.Database) -> None:
+def m001_records(db: "sqlite_utils.Database") -> None:
     db.executescript("""
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE records (
@@ -159,7 +206,17 @@ class Store(Reader):
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
         super().__init__(conn, path, busy_timeout)
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self._db: "sqlite_utils.Database | None" = None
+        self._store_id: str | None = None
+
+    @property
+    def db(self) -> "sqlite_utils.Database":
+        """The connection wrapped by sqlite-utils (imported on first use)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
+        return self._db
 
     # -- opening --------------------------------------------------------------------------
 
@@ -186,7 +243,7 @@ class Store(Reader):
         self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
     def _migrate(self) -> None:
-        if not migrations.pending(self.db):
+        if not migrations.pending(self.conn):
             return
         with self.write():  # serialise concurrent first opens; apply() re-checks inside
             migrations.apply(self.db)
@@ -215,6 +272,12 @@ class Store(Reader):
     def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                      "value = excluded.value", (key, value))
+
+    @property
+    def store_id(self) -> str:
+        if not self._store_id:  # set once, by the first migration; never changes
+            self._store_id = self.meta("store_id")
+        return self._store_id or ""
 
     # -- records --------------------------------------------------------------------------
 

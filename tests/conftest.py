@@ -25,6 +25,9 @@ def home(tmp_path, monkeypatch) -> Path:
             monkeypatch.delenv(key)
     path = tmp_path / "home"
     monkeypatch.setenv("MAGRAY_HOME", str(path))
+    # The ONNX copy of the model is made once per data directory (seconds, with torch);
+    # tests about it (tests/test_onnx.py) choose their backend themselves.
+    monkeypatch.setenv("MAGRAY_BACKEND", "torch")
     return path
 
 

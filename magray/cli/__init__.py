@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import output
+from . import coercion, output
 from .app import app
 # Registration order is the order of `magray --help`.
 from . import store, search, records  # noqa: F401,E402
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
         completion_init()
     command = typer.main.get_command(app)
+    coercion.install(command)
     try:
         code = command.main(args=argv, prog_name="magray", standalone_mode=False)
         sys.stdout.flush()  # a reader that went away shows here, not as noise at exit

@@ -1,0 +1,73 @@
+"""The cheap paths a cold or warm command takes: cached index views, length-sorted bulk
+embedding, plain option parsing, migrations checked without sqlite-utils."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import magray.memory as memory_module
+from magray import NewRecord
+from magray.store import Store, migrations
+
+
+def test_index_view_is_kept_while_fresh_and_reopened_after_a_change(fake_memory):
+    fake_memory.store_texts(["alpha note", "beta note", "gamma note"])
+    index = fake_memory.index("interact")
+    assert fake_memory.index("interact") is index
+    first = index.view()
+    assert index.view() is first and len(first) == 3
+    fake_memory.store_texts(["delta note"])
+    second = index.view()
+    assert second is not first and len(second) == 4
+    assert [k for k, _ in index.search(fake_memory.embedder.embed_query("delta note"), 1)] == [4]
+
+
+def test_index_view_notices_a_change_by_another_process(fake_memory, home):
+    fake_memory.store_texts(["alpha note", "beta note"])
+    first = fake_memory.index("interact").view()
+    from magray import Memory
+
+    with Memory.open(home, embedder=fake_memory.embedder) as other:
+        other.store_texts(["written elsewhere"])
+    assert len(fake_memory.index("interact").view()) == 3 and first is not None
+
+
+def test_bulk_store_sorts_by_length_but_keeps_input_order(fake_memory, monkeypatch):
+    monkeypatch.setattr(memory_module, "STORE_BATCH", 2)
+    fake_memory.store_texts(["already here"])
+    # windows of 5 texts: WINDOW_BYTES holds 5 vectors of this dimension
+    monkeypatch.setattr(memory_module, "WINDOW_BYTES", 5 * 4 * fake_memory.dim)
+    texts = ["a much longer text than the others", "short", "already here", "mid sized text",
+             "short", "x", "another fairly long text here", "tiny", "y", "x", "the end"]
+    ticks: list[int] = []
+    results = fake_memory.store([NewRecord(text=t) for t in texts], progress=ticks.append)
+    assert sum(ticks) == len(texts)
+    assert [r.duplicate for r in results] == [False, False, True, False, True, False, False,
+                                              False, False, True, False]
+    assert results[2].id == 1 and results[4].id == results[1].id
+    records = fake_memory.db.records([r.id for r in results])
+    keys, vectors = fake_memory.db.vectors([r.id for r in results], fake_memory.dim)
+    stored = dict(zip(keys.tolist(), vectors))
+    for result, text in zip(results, texts):
+        assert records[result.id].text == text
+        expected = fake_memory.embedder.embed_documents([text])[0]
+        assert np.allclose(stored[result.id], expected)  # each text got its own vector
+
+
+def test_plain_option_parsing_keeps_typer_messages(cli):
+    bad = cli("search", "x", "--top-k", "lots")
+    assert bad.code == 2 and "valid integer" in bad.err
+    bad = cli("search", "x", "--min-score", "high")
+    assert bad.code == 2 and "valid number" in bad.err
+    ok = cli("search", "x", "--mode", "keyword", "-t", "a", "--tag", "b", "-k", "3", "--json")
+    assert ok.code == 0 and ok.out.strip() == "[]"
+
+
+def test_migrations_are_checked_with_plain_sql(tmp_path):
+    store = Store.open(tmp_path / "m.db")
+    assert migrations.pending(store.conn) == []
+    assert store.conn.execute("SELECT count(*) FROM records").fetchone() == (0,)
+    store.close()
+    fresh = Store.open(tmp_path / "m.db")  # reopening applies nothing
+    assert migrations.pending(fresh.conn) == [] and fresh.store_id
+    fresh.close()
