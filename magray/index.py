@@ -265,8 +265,8 @@ class LayerIndex:
 
     def new_index(self) -> "Index":
         return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
-                     connectivity=self.spec.m, expansion_add=self.spec.ef_construction,
-                     expansion_search=self.ef_search)
+                               connectivity=self.spec.m, expansion_add=self.spec.ef_construction,
+                               expansion_search=self.ef_search)
 
     def _save(self, index: "Index", seq: int, count: int) -> None:
         with files.replacing(self.path) as tmp:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
 
+
 class LazyMigrations:
     """Numbered schema migrations, declared with ``@migrations()`` and applied by
     sqlite-utils' ``Migrations``; but whether any is pending is read with plain SQL, so a
