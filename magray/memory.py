@@ -126,14 +126,9 @@ class Memory:
         model = f"{self.embedder.key}|{role}"
         digests = [content_hash(t) for t in texts]
         dim = self.recorded_model()[1]
-        cached = self.db.cached_vectors(model, digests, dim) if dim else {}
-        if cached:  # recently used entries survive `magray clean`'s LRU pruning
-            now = clock.now()
-            self.db.touch_cache(model, list(cached), clock.iso(now),
-                                clock.iso(now - CACHE_TOUCH_EVERY))
+        cached = self._cached(model, digests)
         missing = sorted({d: t for d, t in zip(digests, texts) if d not in cached}.items())
         if self._op is not None:
-            self._op.cache_hits += sum(d in cached for d in digests)
             self._op.cache_misses += len(missing)
         if missing:
             embed = (self.embedder.embed_query if role == "query" else None)
@@ -149,6 +144,19 @@ class Memory:
                 self.db.cache_vectors(conn, model, new.items(), clock.now_iso())
             cached.update(new)
         return np.stack([cached[d] for d in digests]) if digests else np.zeros((0, dim or 0))
+
+    def _cached(self, model: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cache hits among ``digests``, counted, and marked used (at most hourly) so that
+        recently used entries survive `magray clean`'s LRU pruning."""
+        dim = self.recorded_model()[1]
+        cached = self.db.cached_vectors(model, digests, dim) if dim else {}
+        if cached:
+            now = clock.now()
+            self.db.touch_cache(model, list(cached), clock.iso(now),
+                                clock.iso(now - CACHE_TOUCH_EVERY))
+        if self._op is not None:
+            self._op.cache_hits += sum(d in cached for d in digests)
+        return cached
 
     def _record_model(self, conn, dim: int) -> None:
         if self.db.meta("model_key") is None:
@@ -316,13 +324,9 @@ class Memory:
     def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
         """(a function giving the query's vector, whether an encoder is needed): the vector
         comes at once from the cache, or from the encoder, which starts loading now."""
-        dim = self.recorded_model()[1]
-        model = f"{self.embedder.key}|query"
-        cached = self.db.cached_vectors(model, [content_hash(query)], dim) if dim else {}
+        cached = self._cached(f"{self.embedder.key}|query", [content_hash(query)])
         if cached:
             vector = next(iter(cached.values()))
-            if self._op is not None:
-                self._op.cache_hits += 1
             return (lambda: vector), False
         prepare = getattr(self.embedder, "prepare_query", None)
         if prepare:
