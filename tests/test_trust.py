@@ -219,3 +219,42 @@ def test_concurrent_stores_searches_and_a_backup(tmp_path):
         assert index.state().count == 1600 == len(index.open_view())
         archive, = memory.backups().archives
         memory.verify_backup(archive.path)  # a consistent snapshot taken mid-crowd
+
+
+@pytest.mark.parametrize("fault", ["before the database load", "between index placements"])
+def test_fault_during_restore_swap(home, monkeypatch, fault):
+    """A restore that dies inside its swap leaves either the old or the archived records
+    (never a mixture), and the next command brings every index in step by itself."""
+    import magray.backup as backup
+
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        memory.store_texts([f"archived note {i}" for i in range(40)])
+        memory.store_texts(["an archived insight"], layer="insights")
+        archive = memory.backup().archive.path
+        memory.store_texts([f"later note {i}" for i in range(10)])
+        archived = {f"archived note {i}" for i in range(40)} | {"an archived insight"}
+        current = archived | {f"later note {i}" for i in range(10)}
+        if fault == "before the database load":
+            monkeypatch.setattr(backup, "_load", lambda *a: (_ for _ in ()).throw(
+                OSError("simulated crash before the load")))
+        else:
+            real = backup._place_index
+            monkeypatch.setattr(backup, "_place_index", lambda where, layer, stage: (
+                real(where, layer, stage) if layer == "interact" else
+                (_ for _ in ()).throw(OSError("simulated crash between placements"))))
+        with pytest.raises(OSError, match="simulated crash"):
+            memory.restore(archive, replace=True)
+        monkeypatch.undo()
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        db = memory.db.conn
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        texts = {r[0] for r in db.execute("SELECT text FROM records")}
+        assert texts == (current if fault == "before the database load" else archived)
+        query = memory.embedder.embed_query("archived note 7")
+        for layer in ("interact", "insights"):
+            hits = memory._vector(query, (layer,), memory_filters(), 5)
+            keys, vectors = memory.db.vectors(memory.db.filtered_ids((layer,), memory_filters()),
+                                              memory.dim)
+            exact = keys[np.argsort(-(vectors @ query))[:5]].tolist()
+            assert [i for i, _ in hits] == exact
+            assert memory.index(layer).staleness() == ""
