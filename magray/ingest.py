@@ -170,14 +170,20 @@ def from_jsonl(stream: IO[bytes], template: NewRecord, max_bytes: int) -> list[N
     return items
 
 
-def parse_object(line: str, number: int, template: NewRecord, max_bytes: int) -> NewRecord:
-    where = f"line {number}"
+def json_object(line: str, where: str) -> dict:
+    """One JSON Lines line that must hold an object; InputError says where and why not."""
     try:
         data = json.loads(line)
     except ValueError as exc:
         raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_object(line: str, number: int, template: NewRecord, max_bytes: int) -> NewRecord:
+    where = f"line {number}"
+    data = json_object(line, where)
     unknown = sorted(set(data) - JSONL_FIELDS)
     if unknown:
         raise InputError(f"{where}: unknown field {unknown[0]!r} "

@@ -25,7 +25,8 @@ from typing import IO, TYPE_CHECKING, Any, Iterable
 
 from . import clock
 from .errors import InputError
-from .ingest import Validated, check_importance, check_layer, check_text, validate
+from .ingest import (Validated, check_importance, check_layer, check_text, json_object,
+                     validate)
 from .records import Record, content_hash
 
 if TYPE_CHECKING:
@@ -154,12 +155,7 @@ def read(stream: IO[bytes], max_text_bytes: int, directory: Path | None = None
 def parse_line(line: str, number: int, max_text_bytes: int) -> Entry:
     """One exported record, fully checked; InputError names the line and the field."""
     where = f"line {number}"
-    try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    data = json_object(line, where)
     allowed = set(FIELDS) | set(VECTOR_FIELDS) | set(IGNORED_FIELDS)
     if unknown := sorted(set(data) - allowed):
         raise InputError(f"{where}: unknown field {unknown[0]!r}")
