@@ -1,4 +1,4 @@
-"""The record filters shared by ``list`` and ``export`` (the same options ``search`` takes)."""
+"""The record filters shared by ``search``, ``list`` and ``export``."""
 
 from __future__ import annotations
 

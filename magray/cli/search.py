@@ -6,8 +6,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..records import Filters, Hit
-from . import output
+from ..records import Hit
+from . import filters, output
 from .app import app, open_memory
 
 
@@ -18,35 +18,27 @@ def search(
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", "-k", help="Results to return, 1-100 (setting top_k, default 10).",
         show_default=False)] = None,
-    layer: Annotated[List[str], typer.Option("--layer", "-l",
-                                             help="Layer to search (repeatable; default all).")] = [],
+    layer: filters.Layers = [],
     mode: Annotated[Optional[str], typer.Option(
         help="hybrid (words and meaning fused), vector or keyword (setting search_mode).",
         show_default=False)] = None,
     min_score: Annotated[Optional[float], typer.Option(
         help="Drop hits below this cosine similarity (keyword mode: below this BM25 score).",
         show_default=False)] = None,
-    tag: Annotated[List[str], typer.Option("--tag", "-t", help="Only records with this tag "
-                                                               "(repeatable: all must match).")] = [],
-    project: Annotated[Optional[str], typer.Option(help="Only this project.")] = None,
-    session: Annotated[Optional[str], typer.Option(help="Only this session.")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="Only this kind.")] = None,
-    since: Annotated[Optional[str], typer.Option(
-        help="Created at or after: ISO 8601, or an age like 7d, 24h.")] = None,
-    until: Annotated[Optional[str], typer.Option(
-        help="Created at or before: ISO 8601, or an age like 7d, 24h.")] = None,
+    tag: filters.Tags = [],
+    project: filters.Project = None,
+    session: filters.Session = None,
+    kind: filters.Kind = None,
+    since: filters.Since = None,
+    until: filters.Until = None,
     no_track: Annotated[bool, typer.Option("--no-track",
                                            help="Do not count the hits as accessed.")] = False,
     json_out: output.JsonFlag = False,
     jsonl: output.JsonlFlag = False,
 ) -> None:
     """Search the memory. Hybrid mode fuses the FTS5 keyword ranking with the vector ranking."""
-    from ..clock import parse_since
-
-    filters = Filters(tags=tuple(tag), project=project, session=session, kind=kind,
-                      since=parse_since(since, what="--since") if since else None,
-                      until=parse_since(until, what="--until") if until else None)
-    options = {"layers": tuple(layer), "min_score": min_score, "filters": filters,
+    chosen = filters.make(tag, project, session, kind, since, until)
+    options = {"layers": tuple(layer), "min_score": min_score, "filters": chosen,
                "track": not no_track}
     if top_k is not None:
         options["top_k"] = top_k
