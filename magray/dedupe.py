@@ -144,9 +144,7 @@ class NearDuplicates:
         if not ids:
             return {}
         keys, vectors = self.memory.db.vectors(ids, self.memory.dim)
-        texts = dict(self.memory.db.conn.execute(
-            f"SELECT id, text FROM records WHERE layer = ? AND id IN "
-            f"({', '.join('?' * len(ids))})", (layer, *ids)).fetchall())
+        texts = dict(self.memory.db.among(ids, "id, text", "layer = ?", (layer,)).fetchall())
         return {k: (texts[k], v) for k, v in zip(keys.tolist(), vectors) if k in texts}
 
 

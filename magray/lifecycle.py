@@ -187,12 +187,11 @@ def gather_facts(memory: "Memory", layer: str, model: ScoringModel, ids: Sequenc
     """The facts of a layer's records (or of ``ids`` among them), near neighbours counted."""
     if memory.recorded_model()[1] is None:
         return []  # nothing was ever stored
-    sql = f"SELECT {FACT_COLUMNS} FROM records WHERE layer = ?"
-    params: list = [layer]
     if ids:
-        sql += f" AND id IN ({', '.join('?' * len(ids))})"
-        params += list(ids)
-    rows = memory.db.conn.execute(sql + " ORDER BY id", params).fetchall()
+        rows = sorted(memory.db.among(ids, FACT_COLUMNS, "layer = ?", (layer,)))
+    else:
+        rows = memory.db.conn.execute(f"SELECT {FACT_COLUMNS} FROM records WHERE layer = ? "
+                                      f"ORDER BY id", (layer,)).fetchall()
     counts = neighbour_counts(memory, layer, [r[0] for r in rows], model.neighbour_similarity)
     return [Facts(*row, neighbours=counts.get(row[0], 0)) for row in rows]
 

@@ -385,13 +385,8 @@ class Memory:
     def _passing(self, ids: list[int], layer: str, filters: Filters) -> list[int]:
         from .store import filter_sql
 
-        if not ids:
-            return []
         where, params = filter_sql([layer], filters)
-        marks = ", ".join("?" * len(ids))
-        rows = self.db.conn.execute(f"SELECT id FROM records WHERE {where} AND id IN ({marks})",
-                                    (*params, *ids))
-        return [r[0] for r in rows]
+        return [r[0] for r in self.db.among(ids, "id", where, params)]
 
     def _fuse(self, qvec: np.ndarray, vector: list[tuple[int, float]],
               keyword: list[tuple[int, float]]

@@ -485,12 +485,22 @@ class Store(Reader):
         return sorted({r[1] for r in rows}), head
 
     def ids_in_layer(self, ids: Sequence[int], layer: str) -> list[int]:
-        present = []
-        for chunk in _chunks(list(ids), 900):
-            present += [r[0] for r in self.conn.execute(
-                f"SELECT id FROM records WHERE layer = ? AND id IN ({_marks(chunk)})",
-                (layer, *chunk))]
-        return present
+        return [r[0] for r in self.among(ids, "id", "layer = ?", (layer,))]
+
+    def among(self, ids: Iterable[int], columns: str, where: str = "1", params: Sequence = ()
+              ) -> sqlite3.Cursor:
+        """``SELECT columns FROM records WHERE where`` for these ids only, each looked up by
+        its primary key. Written as a join that starts from the ids because, for
+        ``layer = ? AND id IN (...)``, SQLite prefers walking the whole layer through
+        records_layer_created (13 ms for 40 ids in a 100k-record layer, instead of 0.03)."""
+        return self.conn.execute(*self.among_sql(ids, columns, where, params))
+
+    @staticmethod
+    def among_sql(ids: Iterable[int], columns: str, where: str = "1", params: Sequence = ()
+                  ) -> tuple[str, tuple]:
+        return (f"SELECT {columns} FROM (SELECT value AS wanted_id FROM json_each(?)) "
+                f"CROSS JOIN records ON records.id = wanted_id WHERE {where}",
+                (json.dumps([int(i) for i in ids]), *params))
 
     def prune_log(self, layer: str, through: int) -> None:
         """Forget log rows an index has saved; they are never needed again."""

@@ -71,3 +71,20 @@ def test_migrations_are_checked_with_plain_sql(tmp_path):
     fresh = Store.open(tmp_path / "m.db")  # reopening applies nothing
     assert migrations.pending(fresh.conn) == [] and fresh.store_id
     fresh.close()
+
+
+def test_lookups_by_id_use_the_primary_key_not_a_layer_walk(fake_memory):
+    from magray.records import Filters
+    from magray.store import filter_sql
+
+    fake_memory.store_texts([f"note {i}" for i in range(30)], layer="assets",
+                            tags=["t"], project="p")
+    where, params = filter_sql(["assets"], Filters(tags=("t",), project="p"))
+    for columns, clause, values in [("id", "layer = ?", ("assets",)), ("id", where, params)]:
+        sql, args = fake_memory.db.among_sql([3, 5, 99], columns, clause, values)
+        plan = " ".join(row[3] for row in fake_memory.db.conn.execute(
+            "EXPLAIN QUERY PLAN " + sql, args))
+        assert "INTEGER PRIMARY KEY" in plan and "records_layer_created" not in plan, plan
+    assert sorted(r[0] for r in fake_memory.db.among([3, 5, 99], "id", where, params)) == [3, 5]
+    assert fake_memory.db.ids_in_layer([1, 2, 99], "assets") == [1, 2]
+    assert fake_memory.db.ids_in_layer([1, 2], "interact") == []
