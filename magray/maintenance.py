@@ -233,7 +233,7 @@ def _unembedded(db) -> Iterator[list[tuple[int, str]]]:
 def _embed_batch(memory: "Memory", rows: list[tuple[int, str]], target: str, dim: int) -> None:
     texts = [text for _, text in rows]
     digests = [content_hash(t) for t in texts]
-    cached = memory.db.cached_vectors(f"{target}|document", digests, dim)
+    cached, _ = memory.db.cached_vectors(f"{target}|document", digests, dim)
     missing = [t for t, d in zip(texts, digests) if d not in cached]
     fresh = dict(zip(missing, memory.embedder.embed_documents(missing))) if missing else {}
     vectors = [cached[d] if d in cached else fresh[t] for t, d in zip(texts, digests)]

@@ -86,8 +86,9 @@ class Memory:
         """(model key, dimension) the stored vectors were made with; (None, None) if none."""
         if self._pinned_model is not None:
             return self._pinned_model
-        dim = self.db.meta("dim")
-        return self.db.meta("model_key"), int(dim) if dim else None
+        found = dict(self.db.conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
+        return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
 
     def check_model(self) -> None:
         """Refuse to mix vector spaces: the configured model must be the recorded one."""
@@ -149,11 +150,12 @@ class Memory:
         """Cache hits among ``digests``, counted, and marked used (at most hourly) so that
         recently used entries survive `magray clean`'s LRU pruning."""
         dim = self.recorded_model()[1]
-        cached = self.db.cached_vectors(model, digests, dim) if dim else {}
-        if cached:
-            now = clock.now()
-            self.db.touch_cache(model, list(cached), clock.iso(now),
-                                clock.iso(now - CACHE_TOUCH_EVERY))
+        if not dim:
+            return {}
+        now = clock.now()
+        cached, stale = self.db.cached_vectors(model, digests, dim,
+                                               clock.iso(now - CACHE_TOUCH_EVERY))
+        self.db.touch_cache(model, stale, clock.iso(now))
         if self._op is not None:
             self._op.cache_hits += sum(d in cached for d in digests)
         return cached
@@ -300,6 +302,7 @@ class Memory:
         layers = request.layers or LAYERS
         pool = max(request.top_k * 4, 40)
         sims: dict[int, float] | None = None
+        read: dict[int, Record] = {}  # records fetched while scoring, shown without a re-read
         if request.mode == "keyword":
             ranked = self._keyword(request.query, layers, request.filters, request.top_k * 2)
         else:
@@ -315,11 +318,13 @@ class Memory:
                 for layer in layers:
                     self.index(layer).view()
             qvec = embed()
-            ranked = self._vector(qvec, layers, request.filters, pool)
+            # Hybrid fusion needs a wide pool; vector mode ranks by the similarity it returns.
+            wanted = pool if request.mode == "hybrid" else request.top_k
+            ranked = self._vector(qvec, layers, request.filters, wanted, read)
             sims = dict(ranked)
             if request.mode == "hybrid":
-                ranked, sims = self._fuse(qvec, ranked, keyword)
-        return self._hits(ranked, sims, request)
+                ranked, sims = self._fuse(qvec, ranked, keyword, read)
+        return self._hits(ranked, sims, request, read)
 
     def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
         """(a function giving the query's vector, whether an encoder is needed): the vector
@@ -334,26 +339,30 @@ class Memory:
         return (lambda: self._vectors([query], "query")[0]), True
 
     def _hits(self, ranked: list[tuple[int, float]], sims: dict[int, float] | None,
-              request: SearchRequest) -> list[Hit]:
+              request: SearchRequest, read: dict[int, Record]) -> list[Hit]:
         """The first top_k ranked records that pass min_score (cosine similarity, or the
-        keyword score when there is none); records are read only for those."""
+        keyword score when there is none); records not ``read`` yet are read only for those."""
         passing = [(i, score) for i, score in ranked if request.min_score is None
                    or (score if sims is None else sims.get(i, -2.0)) >= request.min_score]
         hits: list[Hit] = []
         while passing and len(hits) < request.top_k:
             chunk, passing = (passing[:request.top_k - len(hits)],
                               passing[request.top_k - len(hits):])
-            records = self.db.records([i for i, _ in chunk])
-            hits += [Hit(records[i], score, None if sims is None else sims.get(i))
-                     for i, score in chunk if i in records]  # deleted meanwhile: skipped
+            read.update(self.db.records([i for i, _ in chunk if i not in read]))
+            hits += [Hit(read[i], score, None if sims is None else sims.get(i))
+                     for i, score in chunk if i in read]  # deleted meanwhile: skipped
         return hits
 
-    def _similarities(self, qvec: np.ndarray, ids: list[int]) -> dict[int, float]:
-        keys, vectors = self.db.vectors(ids, self.dim)
-        return dict(zip(keys.tolist(), (vectors @ qvec).astype(float).tolist()))
+    def _similarities(self, qvec: np.ndarray, ids: list[int], read: dict[int, Record]
+                      ) -> dict[int, float]:
+        """Exact cosine similarities from the stored vectors of the ``ids`` that exist; their
+        records are added to ``read``."""
+        records, vectors = self.db.records_and_vectors(ids, self.dim)
+        read.update(records)
+        return dict(zip(records, (vectors @ qvec).astype(float).tolist()))
 
-    def _vector(self, qvec: np.ndarray, layers: Sequence[str], filters: Filters, n: int
-                ) -> list[tuple[int, float]]:
+    def _vector(self, qvec: np.ndarray, layers: Sequence[str], filters: Filters, n: int,
+                read: dict[int, Record]) -> list[tuple[int, float]]:
         """Top-n (id, cosine similarity) over layers, with filters that never starve results:
         small filtered sets are searched exactly, large ones by widening the ANN search."""
         if filters:
@@ -362,11 +371,11 @@ class Memory:
                 return self._exact(qvec, matching, n)
         found: dict[int, float] = {}
         for layer in layers:
-            found.update(self._ann_layer(qvec, layer, filters, n))
+            found.update(self._ann_layer(qvec, layer, filters, n, read))
         return sorted(found.items(), key=_best_first)[:n]
 
-    def _ann_layer(self, qvec: np.ndarray, layer: str, filters: Filters, n: int
-                   ) -> dict[int, float]:
+    def _ann_layer(self, qvec: np.ndarray, layer: str, filters: Filters, n: int,
+                   read: dict[int, Record]) -> dict[int, float]:
         index = self.index(layer)
         k = n * 4 if filters else n
         while True:
@@ -374,7 +383,7 @@ class Memory:
             total = index.size  # of the view just searched
             if filters:
                 candidates = self._passing(candidates, layer, filters)
-            scored = self._similarities(qvec, candidates)
+            scored = self._similarities(qvec, candidates, read)
             if len(scored) < len(candidates):  # the index named a record the database lacks
                 index.sync(rebuild=True)
                 continue
@@ -389,14 +398,14 @@ class Memory:
         return [r[0] for r in self.db.among(ids, "id", where, params)]
 
     def _fuse(self, qvec: np.ndarray, vector: list[tuple[int, float]],
-              keyword: list[tuple[int, float]]
+              keyword: list[tuple[int, float]], read: dict[int, Record]
               ) -> tuple[list[tuple[int, float]], dict[int, float]]:
         """Hybrid ranking: HYBRID_ALPHA x cosine similarity + the rest x BM25 relative to the
         best keyword hit. Candidates from either list; every one scored on both."""
         bm25 = dict(keyword)
         top = max(bm25.values(), default=0.0) or 1.0
         ids = list(dict.fromkeys([i for i, _ in vector] + list(bm25)))
-        sims = self._similarities(qvec, ids)
+        sims = self._similarities(qvec, ids, read)
         fused = {i: HYBRID_ALPHA * sims[i] + (1 - HYBRID_ALPHA) * bm25.get(i, 0.0) / top
                  for i in ids if i in sims}
         return sorted(fused.items(), key=_best_first), sims

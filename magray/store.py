@@ -369,6 +369,19 @@ class Store(Reader):
                 result[record.id] = record
         return result
 
+    def records_and_vectors(self, ids: Sequence[int], dim: int
+                            ) -> tuple[dict[int, Record], np.ndarray]:
+        """Records by id and their vectors (rows in the dict's order), in one read: a search
+        scores its candidates and shows the winners without a second query."""
+        result: dict[int, Record] = {}
+        blobs = []
+        for chunk in _chunks(list(ids), 900):
+            for row in self.conn.execute(f"SELECT {RECORD_COLUMNS}, embedding FROM records "
+                                         f"WHERE id IN ({_marks(chunk)})", chunk):
+                result[row[0]] = _record(row[:-1])
+                blobs.append(row[-1])
+        return result, _matrix(blobs, dim)
+
     def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids that exist, their vectors as a matrix), in the order the database returns."""
         found, rows = [], []
@@ -512,30 +525,27 @@ class Store(Reader):
 
     # -- the embedding cache --------------------------------------------------------------
 
-    def cached_vectors(self, model: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
-        found = {}
+    def cached_vectors(self, model: str, hashes: Sequence[str], dim: int,
+                       used_before: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
+        """(vectors cached for these text hashes, the hashes among them last used before
+        ``used_before``)."""
+        found, stale = {}, []
         for chunk in _chunks(list(hashes), 900):
-            for digest, blob in self.conn.execute(
-                    f"SELECT text_hash, vector FROM embed_cache WHERE model = ? "
+            for digest, blob, used in self.conn.execute(
+                    f"SELECT text_hash, vector, last_used FROM embed_cache WHERE model = ? "
                     f"AND text_hash IN ({_marks(chunk)})", (model, *chunk)):
                 if len(blob) == dim * 4:
                     found[digest] = np.frombuffer(blob, dtype=np.float32)
-        return found
+                    if used < used_before:
+                        stale.append(digest)
+        return found, stale
 
-    def touch_cache(self, model: str, hashes: Sequence[str], when: str, unless_since: str
-                    ) -> None:
-        """Mark cache entries as used at ``when`` (LRU pruning reads it); entries already
-        marked at or after ``unless_since`` are left alone, so hot entries cost no write."""
-        stale: list[str] = []
-        for chunk in _chunks(sorted(set(hashes)), 900):
-            stale += [r[0] for r in self.conn.execute(
-                f"SELECT text_hash FROM embed_cache WHERE model = ? AND last_used < ? "
-                f"AND text_hash IN ({_marks(chunk)})", (model, unless_since, *chunk))]
-        if not stale:
-            return
-        with self.write() as conn:
-            conn.executemany("UPDATE embed_cache SET last_used = ? WHERE model = ? "
-                             "AND text_hash = ?", [(when, model, d) for d in stale])
+    def touch_cache(self, model: str, hashes: Sequence[str], when: str) -> None:
+        """Mark cache entries as used at ``when`` (LRU pruning reads it)."""
+        if hashes:
+            with self.write() as conn:
+                conn.executemany("UPDATE embed_cache SET last_used = ? WHERE model = ? "
+                                 "AND text_hash = ?", [(when, model, d) for d in hashes])
 
     def cache_vectors(self, conn: sqlite3.Connection, model: str,
                       items: Iterable[tuple[str, np.ndarray]], when: str) -> None:
