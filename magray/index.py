@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import sys
+import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -73,11 +74,41 @@ def usearch_index() -> type["Index"]:
     """usearch's ``Index`` class, imported on first use, after ONNX Runtime when that is
     installed: loading ONNX Runtime's native library after usearch's crashes the process
     (usearch 2.26 with onnxruntime 1.31, on Linux), and a query encoder may need it later."""
-    if "usearch.index" not in sys.modules and importlib.util.find_spec("onnxruntime"):
-        import onnxruntime  # noqa: F401
+    if "usearch.index" not in sys.modules:
+        if importlib.util.find_spec("onnxruntime"):
+            import onnxruntime  # noqa: F401
+        # usearch imports urllib.request (with http.client, email, ssl: ~30 ms of a cold
+        # search) for a binary downloader magray never calls.
+        _defer("urllib.request")
     from usearch.index import Index
 
     return Index
+
+
+def _defer(name: str) -> None:
+    """Put a stand-in for module ``name`` in place that imports the real one on first use.
+    (importlib's LazyLoader does not help: the ``import`` statement itself reads the
+    module's ``__spec__``, which loads it.)"""
+    if name not in sys.modules:
+        stand_in = _Deferred(name)
+        sys.modules[name] = stand_in
+        parent, _, child = name.rpartition(".")
+        setattr(sys.modules[parent], child, stand_in)
+
+
+class _Deferred(types.ModuleType):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.__spec__ = None
+
+    def __getattr__(self, attribute: str):
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        parent, _, child = name.rpartition(".")
+        setattr(sys.modules[parent], child, real)
+        return getattr(real, attribute)
 
 
 class LayerIndex:

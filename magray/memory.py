@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import clock, config, dedupe, lifecycle, maintenance, paths
+from . import clock, config, paths
 from .embedding import Embedder, from_settings
 from .errors import InputError, ModelMismatchError, NotFoundError
 from .index import IndexSpec, LayerIndex, SyncReport
@@ -28,6 +28,7 @@ from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, St
 from .store import Op, Store, VectorNeeded, fts_query
 
 if TYPE_CHECKING:
+    from . import dedupe, lifecycle, maintenance
     from .backup import BackupInfo, BackupResult, Listing, Pruned, RestoreResult, Retention
     from .transfer import Entry, ImportReport
 
@@ -177,6 +178,8 @@ class Memory:
         self.check_model()
         results: list[Stored] = []
         self._op = Op("store", time.perf_counter())
+        from . import dedupe
+
         near = dedupe.NearDuplicates(self)
         pending = iter(items)
         size = max(STORE_BATCH, WINDOW_BYTES // (4 * (self.recorded_model()[1] or 384)))
@@ -211,7 +214,7 @@ class Memory:
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
-    def _store_window(self, window: Sequence[NewRecord], near: dedupe.NearDuplicates,
+    def _store_window(self, window: Sequence[NewRecord], near: "dedupe.NearDuplicates",
                       progress: Progress | None, *, last: bool) -> list[Stored]:
         known = {layer: self.db.existing(layer, [i.content_hash for i in window
                                                  if i.layer == layer])
@@ -251,7 +254,7 @@ class Memory:
         return vectors
 
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
-                joins: dict[int, dedupe.Join], *, last: bool = False) -> list[Stored]:
+                joins: "dict[int, dedupe.Join]", *, last: bool = False) -> list[Stored]:
         when = clock.now_iso()
         results: list[Stored] = []
         with self.db.write() as conn:
@@ -430,6 +433,8 @@ class Memory:
                 ) -> "lifecycle.PromotionReport":
         """Move records that proved valuable one layer up (interact -> insights -> assets).
         ``explain`` keeps every scored decision in the report, not only the promoted ones."""
+        from . import lifecycle
+
         return lifecycle.promote(self, layers=layers, threshold=threshold, ids=ids,
                                  dry_run=dry_run, explain=explain)
 
@@ -438,12 +443,16 @@ class Memory:
         """Expire records past their layer's TTL, evict the lowest-value ones above its
         capacity, prune the embedding cache; promotes first when ``promote`` (default:
         setting clean_promotes)."""
+        from . import lifecycle
+
         return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
 
     def optimize(self, *, reembed: bool = False, progress: Progress | None = None
                  ) -> "maintenance.OptimizeReport":
         """Rebuild the indexes from the stored vectors, prune orphans, VACUUM; with
         ``reembed``, first re-embed every record with the configured model."""
+        from . import maintenance
+
         return maintenance.optimize(self, reembed=reembed, progress=progress)
 
     # -- reading --------------------------------------------------------------------------

@@ -88,3 +88,31 @@ def test_lookups_by_id_use_the_primary_key_not_a_layer_walk(fake_memory):
     assert sorted(r[0] for r in fake_memory.db.among([3, 5, 99], "id", where, params)) == [3, 5]
     assert fake_memory.db.ids_in_layer([1, 2, 99], "assets") == [1, 2]
     assert fake_memory.db.ids_in_layer([1, 2], "interact") == []
+
+
+def test_a_deferred_module_loads_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys; from magray.index import usearch_index; usearch_index()\n"
+            "assert 'http.client' not in sys.modules\n"
+            "import urllib.request\n"
+            "from urllib.request import Request\n"
+            "assert urllib.request.urlopen and 'http.client' in sys.modules\n"
+            "assert type(sys.modules['urllib.request']).__name__ == 'module'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_command_is_built_alone_but_help_and_typos_see_them_all(cli):
+    from magray.cli import _app_for, _command_name, app
+
+    assert _command_name(["--home", "search", "list", "-x"]) == "list"
+    assert _command_name(["--home=/x", "-h"]) is None
+    assert [c.callback.__name__ for c in _app_for(["search", "q"]).registered_commands] == \
+        ["search"]
+    assert [g.name for g in _app_for(["backup", "list"]).registered_groups] == ["backup"]
+    assert _app_for(["serch"]) is app and _app_for([]) is app
+    typo = cli("serch", "x")
+    assert typo.code == 2 and "Did you mean 'search'" in typo.err
+    assert cli("backup", "list", "--help").code == 0

@@ -174,7 +174,8 @@ def test_cold_search_in_a_fresh_process_never_imports_torch(home, onnx_root, rea
     assert done.stdout.splitlines()[0].split("\t")[3] == NOTES[2][0]
     imported = set(re.findall(r"\|\s+(\S+)$", done.stderr, re.M))
     assert "onnxruntime" in imported
-    for heavy in ("torch", "sentence_transformers", "transformers", "pydantic", "sqlite_utils"):
+    for heavy in ("torch", "sentence_transformers", "transformers", "pydantic", "sqlite_utils",
+                  "http.client", "magray.backup", "magray.dedupe", "magray.maintenance"):
         assert heavy not in imported, heavy
     with sqlite3.connect(home / "data" / "magray.db") as db:  # the query vector, cached
         (blob,) = db.execute("SELECT vector FROM embed_cache WHERE model LIKE '%|query'").fetchone()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
-from ..backup import BackupInfo, Pruned, RestoreResult, Retention
 from ..errors import InputError
 from . import output
 from .app import app, open_memory
+
+if TYPE_CHECKING:  # magray.backup loads only for the backup commands: searches start faster
+    from ..backup import BackupInfo, Pruned, RestoreResult
 
 backup_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
                          rich_markup_mode=None)
@@ -49,6 +51,8 @@ def backup(ctx: typer.Context, output_to: Output = None, keep_daily: Daily = Non
             raise InputError(f"give options to `magray backup {ctx.invoked_subcommand}`, "
                              "after the subcommand")
         return
+    from ..backup import Retention
+
     retention = Retention(keep_daily, keep_weekly, keep_monthly)
     with open_memory(ctx) as memory, _progress("backing up") as progress:
         result = memory.backup(output_to, retention=retention or None, progress=progress)
@@ -109,6 +113,8 @@ def prune(ctx: typer.Context, directory: Directory = None, keep_daily: Daily = N
           json_out: Json = False) -> None:
     """Apply retention to this memory's archives without writing a new one. The newest
     archive that verifies is never deleted; other stores' archives are never touched."""
+    from ..backup import Retention
+
     retention = Retention(keep_daily, keep_weekly, keep_monthly)
     if not retention:
         raise InputError("give at least one of --keep-daily, --keep-weekly, --keep-monthly")
