@@ -133,6 +133,11 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
 
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """What this model's batching sorts texts by (longest first, to pad little):
+        characters, as sentence-transformers does."""
+        return [len(t) for t in texts]
+
 
 def normalise(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
@@ -328,8 +333,15 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
         return onnx.embed_query(text) if onnx else super().embed_query(text)
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        onnx = self._onnx_for(self._document_variant(len(texts)))
+        onnx = self._for_documents(len(texts))
         return onnx.embed_documents(texts) if onnx else super().embed_documents(texts)
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        onnx = self._for_documents(len(texts))
+        return onnx.lengths(texts) if onnx else super().lengths(texts)
+
+    def _for_documents(self, count: int) -> Any:
+        return self._onnx_for(self._document_variant(count), bulk=count > SMALL_BATCH)
 
     def prepare_query(self) -> None:
         """Start loading the query encoder in the background, when it is an existing ONNX
@@ -356,18 +368,20 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
             return None
         return "query"
 
-    def _onnx_for(self, variant: str | None) -> Any:
+    def _onnx_for(self, variant: str | None, *, bulk: bool = False) -> Any:
+        """The ONNX encoder of ``variant`` ('query': fp32, 'int8'), opened on first use (for
+        ``bulk`` work when that first use embeds many documents); None: use torch."""
         if variant is None:
             return None
         if variant not in self._onnx:
             try:
-                self._onnx[variant] = self._open_onnx(variant)
+                self._onnx[variant] = self._open_onnx(variant, bulk)
             except Exception as exc:  # noqa: BLE001 - any ONNX problem means: use torch
                 self._onnx[variant] = None
                 self._tell(_short(exc))
         return self._onnx[variant]
 
-    def _open_onnx(self, variant: str) -> Any:
+    def _open_onnx(self, variant: str, bulk: bool) -> Any:
         from . import onnx_export
         from .onnx_embedder import OnnxEmbedder
 
@@ -391,7 +405,7 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
                 timeout=self.lock_timeout)
         encoder = OnnxEmbedder(directory, manifest, name=self.name,
                                truncate_dim=self.truncate_dim or 0, threads=self.threads,
-                               batch_size=self.batch_size, model_file=model_file)
+                               batch_size=self.batch_size, model_file=model_file, bulk=bulk)
         encoder.start()
         return _Checked(encoder, self)
 
@@ -428,6 +442,12 @@ class _Checked:
         except Exception as exc:  # noqa: BLE001
             self._drop(exc)
             return SentenceTransformerEmbedder.embed_documents(self.owner, texts)
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        try:
+            return self.encoder.lengths(texts)
+        except Exception:  # noqa: BLE001 - embed_documents reports the failure, then falls back
+            return [len(t) for t in texts]
 
     def _drop(self, exc: Exception) -> None:
         for variant, encoder in list(self.owner._onnx.items()):

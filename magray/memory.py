@@ -243,8 +243,11 @@ class Memory:
     def _embed_longest_first(self, texts: Sequence[str], progress: Progress | None
                              ) -> dict[str, np.ndarray]:
         """Vectors for texts, in batches of similar length (as a raw model.encode sorts
-        them), with a progress tick per batch."""
-        ordered = sorted(texts, key=len, reverse=True)
+        them, by the model's own measure), with a progress tick per batch."""
+        if not texts:
+            return {}
+        lengths = self.embedder.lengths(texts)
+        ordered = [texts[i] for i in sorted(range(len(texts)), key=lambda i: -lengths[i])]
         vectors: dict[str, np.ndarray] = {}
         for start in range(0, len(ordered), STORE_BATCH):
             chunk = ordered[start:start + STORE_BATCH]

@@ -22,7 +22,8 @@ class OnnxEmbedder(Embedder):
     """An exported model (see ``onnx_export``): documents and queries in, vectors out."""
 
     def __init__(self, directory: Path, manifest: dict, *, name: str, truncate_dim: int = 0,
-                 threads: int = 0, batch_size: int = 64, model_file: Path | None = None):
+                 threads: int = 0, batch_size: int = 64, model_file: Path | None = None,
+                 bulk: bool = False):
         self.name = name
         self.directory = directory
         self.manifest = manifest
@@ -30,6 +31,7 @@ class OnnxEmbedder(Embedder):
         self.threads = threads or usable_cores()
         self.batch_size = batch_size
         self.model_file = model_file or directory / "model.onnx"
+        self.bulk = bulk  # made for many documents rather than one query
         self._session: Any = None
         self._tokenizer: Any = None
         self._error: BaseException | None = None
@@ -69,12 +71,16 @@ class OnnxEmbedder(Embedder):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: nothing on a user's stderr
-        # The fp32 copy was optimised when it was exported; the int8 one is optimised here.
-        ready = m.get("optimised") and self.model_file.name == "model.onnx"
+        # Copies optimised when they were made keep their weights in a side file; an int8
+        # copy from before that is optimised here, at every start.
+        ready = m.get("optimised") and self.model_file.with_name(
+            self.model_file.name + ".data").exists()
         options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if ready
                                             else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-        # Pre-packing weights speeds up nothing for our batch sizes but costs start-up.
-        options.add_session_config_entry("session.disable_prepacking", "1")
+        if not self.bulk:
+            # Pre-packed weights make fp32 bulk encoding ~7% faster but a query session's
+            # start ~40 ms slower.
+            options.add_session_config_entry("session.disable_prepacking", "1")
         self._session = ort.InferenceSession(str(self.model_file), options,
                                              providers=["CPUExecutionProvider"])
         self._tokenizer = tokenizer
@@ -94,6 +100,14 @@ class OnnxEmbedder(Embedder):
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._truncated(self.encode([text], "query"))[0]
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text: a caller that splits work into chunks sorts by these, so that a
+        text long in tokens but short in characters does not widen a batch of short ones
+        (sorting 1,000 docstrings by characters padded 17% more)."""
+        self._ready()
+        prompt = self.manifest["prompts"].get("document", "")
+        return [len(e.ids) for e in self._tokenizer.encode_batch([prompt + t for t in texts])]
 
     def _truncated(self, vectors: np.ndarray) -> np.ndarray:
         return normalise(vectors[:, :self.truncate_dim]) if self.truncate_dim else vectors

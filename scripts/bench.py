@@ -188,9 +188,14 @@ def synthetic(n: int, seed: int, start: int = 0) -> np.ndarray:
 
 def onnx_copy(cache: Path) -> Path:
     """A home whose data dir holds the ONNX export (made once, with torch)."""
+    from magray.onnx_export import export_dir
+
     home = cache / "onnx-home"
     onnx_root = home / "data" / "models" / "onnx"
-    if not any(onnx_root.glob("*/manifest.json")):
+    # The copy is named after the installed model files (paths, sizes, mtimes): a reinstall
+    # makes a new one, which magray would otherwise export again inside a timed run.
+    expected = export_dir(onnx_root, DEFAULT_MODEL, str(shipped_model_dir()))
+    if not (expected / "model-int8.onnx.data").exists():  # an int8 copy optimised when made
         print("exporting the model to ONNX (once)...", flush=True)
         from magray import Memory
 
@@ -202,10 +207,12 @@ def onnx_copy(cache: Path) -> Path:
 
 
 def add_onnx(home: Path, cache: Path) -> None:
+    source = onnx_copy(cache)
     target = home / "data" / "models" / "onnx"
-    if not target.exists():
+    if not all((target / d.name).exists() for d in source.iterdir()):
+        shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(onnx_copy(cache), target)
+        shutil.copytree(source, target)
 
 
 def records_home(cache: Path, n: int, dtype: str = "f32", *, texts: list[str] | None = None,
@@ -322,11 +329,21 @@ def bench_cold(args, cache: Path) -> None:
 
 def bench_help(args, cache: Path) -> None:
     print("2. start-up", flush=True)
+    home = records_home(cache, args.records)
+    env = {**ENV, "MAGRAY_HOME": str(home)}
     wall(magray_cmd() + ["--help"])  # once untimed: writes the bytecode cache, as a first use does
     python = median_of(args.repeat, lambda i: wall([sys.executable, "-c", "pass"]))
     helped = median_of(args.repeat, lambda i: wall(magray_cmd() + ["--help"]))
-    report("2 start-up", "python -c pass (baseline)", f"{python:.3f} s")
-    report("2 start-up", "magray --help", f"{helped:.3f} s", check(helped <= 0.2, "<= 0.2 s"))
+    status = median_of(args.repeat, lambda i: wall(magray_cmd() + ["status"], env=env))
+    as_json = median_of(args.repeat, lambda i: wall(magray_cmd() + ["status", "--json"],
+                                                    env=env))
+    t = "2 start-up"
+    report(t, "python -c pass (baseline)", f"{python:.3f} s")
+    report(t, "magray --help", f"{helped:.3f} s", check(helped <= 0.2, "<= 0.2 s"))
+    report(t, f"magray status ({args.records:,} records)", f"{status:.3f} s",
+           check(status <= 0.3, "<= 0.3 s"))
+    report(t, f"magray status --json ({args.records:,} records)", f"{as_json:.3f} s",
+           check(as_json <= 0.3, "<= 0.3 s"))
 
 
 # -- 3. bulk store --------------------------------------------------------------------------
@@ -627,7 +644,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "magray-bench")
     parser.add_argument("--records", type=int, default=100_000,
-                        help="records for the cold-search and single-store homes")
+                        help="records for the cold-search, status and single-store homes")
     parser.add_argument("--vectors", type=int, default=100_000,
                         help="vectors for the warm-search homes (the issue: 1000000)")
     parser.add_argument("--size-records", type=int, default=20_000,

@@ -96,6 +96,14 @@ def test_int8_backend_is_close_and_queries_stay_fp32(onnx_root, real_embedder):
     assert (documents * reference).sum(axis=1).mean() >= 0.95
     assert float(embedder.embed_query(TEXTS[0]) @ real_embedder.embed_query(TEXTS[0])) >= 0.999
     assert not warnings
+    # optimised when it was made (weights in a side file), so a session starts without it
+    import onnxruntime as ort
+
+    int8, query = embedder._onnx["int8"].encoder, embedder._onnx["query"].encoder
+    assert int8.model_file.with_name("model-int8.onnx.data").exists()
+    level = int8._session.get_session_options().graph_optimization_level
+    assert level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert int8.bulk and not query.bulk  # bulk sessions pre-pack weights; a query's does not
 
 
 def test_auto_uses_onnx_for_queries_and_torch_stays_unloaded(onnx_root):
