@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import timedelta
 from itertools import islice
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 Progress = Callable[[int], None]
 MODES = ("hybrid", "vector", "keyword")
 EXACT_LIMIT = 20_000  # filtered candidate sets up to this size are searched exactly
+RECENT_QUERIES = 1024  # query vectors a Memory keeps in process (1.5 MiB at 384 dimensions)
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
 CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
@@ -54,6 +56,7 @@ class Memory:
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
         self._indexes: dict[str, LayerIndex] = {}
         self._pinned_model: tuple[str | None, int | None] | None = None
+        self._recent_queries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -335,14 +338,28 @@ class Memory:
     def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
         """(a function giving the query's vector, whether an encoder is needed): the vector
         comes at once from the cache, or from the encoder, which starts loading now."""
+        key = (self.embedder.key, query)
+        if (known := self._recent_queries.get(key)) is not None:
+            self._recent_queries.move_to_end(key)
+            if self._op is not None:
+                self._op.cache_hits += 1
+            return (lambda: known), False
         cached = self._cached(f"{self.embedder.key}|query", [content_hash(query)])
         if cached:
-            vector = next(iter(cached.values()))
+            vector = self._remember(key, next(iter(cached.values())))
             return (lambda: vector), False
         prepare = getattr(self.embedder, "prepare_query", None)
         if prepare:
             prepare()
-        return (lambda: self._vectors([query], "query")[0]), True
+        return (lambda: self._remember(key, self._vectors([query], "query")[0])), True
+
+    def _remember(self, key: tuple[str, str], vector: np.ndarray) -> np.ndarray:
+        """Keep a query's vector in this process too: a long-lived caller (an agent, a
+        script) repeats its queries, and then skips even the cache's SQLite lookup."""
+        self._recent_queries[key] = vector
+        if len(self._recent_queries) > RECENT_QUERIES:
+            self._recent_queries.popitem(last=False)
+        return vector
 
     def _hits(self, ranked: list[tuple[int, float]], sims: dict[int, float] | None,
               request: SearchRequest, read: dict[int, Record]) -> list[Hit]:

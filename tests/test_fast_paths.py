@@ -116,3 +116,20 @@ def test_a_command_is_built_alone_but_help_and_typos_see_them_all(cli):
     typo = cli("serch", "x")
     assert typo.code == 2 and "Did you mean 'search'" in typo.err
     assert cli("backup", "list", "--help").code == 0
+
+
+def test_a_repeated_query_skips_even_the_cache_lookup(fake_memory, monkeypatch):
+    fake_memory.store_texts(["a note about sailing", "a note about baking"])
+    first = fake_memory.search("boats on the sea", mode="vector", track=False)
+    lookups: list = []
+    real = fake_memory.db.cached_vectors
+    monkeypatch.setattr(fake_memory.db, "cached_vectors",
+                        lambda *a, **k: lookups.append(a) or real(*a, **k))
+    again = fake_memory.search("boats on the sea", mode="vector", track=False)
+    assert again == first and lookups == []
+    fake_memory.search("bread in the oven", mode="vector", track=False)
+    assert lookups  # a new query goes to the database cache
+    monkeypatch.setattr(memory_module, "RECENT_QUERIES", 2)
+    for query in ("one", "two", "three"):
+        fake_memory.search(query, mode="vector", track=False)
+    assert [q for _, q in fake_memory._recent_queries] == ["two", "three"]
