@@ -140,11 +140,11 @@ def ensure(directory: Path, model: Any, *, name: str, lock_timeout: float = 600.
     """
     directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with locked(directory.with_name(directory.name + ".lock"), timeout=lock_timeout):
+        _remove_stale_work(directory)
         manifest = read_manifest(directory)
         if manifest is not None:
             return manifest
         tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700)
         try:
             manifest = _export(model, tmp, name)
@@ -170,13 +170,14 @@ def ensure_int8(directory: Path, model: Any, *, lock_timeout: float = 600.0) -> 
     if target.exists():
         return target
     with locked(directory.with_name(directory.name + ".lock"), timeout=lock_timeout):
+        _remove_stale_work(directory)
         if target.exists():
             return target
         try:
             from onnxruntime.quantization import QuantType, quantize_dynamic
         except ImportError as exc:
             raise ExportError(f"int8 quantisation needs the onnx package ({exc})") from None
-        work = Path(tempfile.mkdtemp(prefix=".int8-", dir=directory.parent))
+        work = Path(tempfile.mkdtemp(prefix=f".{directory.name}.int8-", dir=directory.parent))
         try:
             _trace(model, work / "raw.onnx")
             # Per-channel scales on the MatMul weights keep int8 vectors within about 1%
@@ -201,6 +202,14 @@ def ensure_int8(directory: Path, model: Any, *, lock_timeout: float = 600.0) -> 
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _remove_stale_work(directory: Path) -> None:
+    """Delete work directories (~150 MB each) of exports that were killed: the caller holds
+    the copy's lock, which every exporter holds for as long as its work directory exists."""
+    for pattern in (f".{directory.name}.tmp-*", f".{directory.name}.int8-*"):
+        for stale in directory.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _first_line(exc: BaseException) -> str:

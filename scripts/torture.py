@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -88,14 +89,22 @@ def check(home: Path, acknowledged: set[int]) -> list[str]:
     return failed
 
 
-def kill_campaign(kills: int, lines: int, seed: int) -> bool:
+def with_models(home: Path, models: Path) -> Path:
+    """``home`` with the prepared model copies (the ONNX export), so that a kill lands in
+    the store itself, not in the one-time export that a fresh home would start with."""
+    (home / "data").mkdir(mode=0o700)
+    shutil.copytree(models, home / "data" / "models")
+    return home
+
+
+def kill_campaign(kills: int, lines: int, seed: int, models: Path) -> bool:
     rng = random.Random(seed)
     held = True
     print(f"phase 1: {kills} x kill -9 of `magray store -` with {lines} lines")
     text = "".join(f"note {i} about item {i % 97}\n" for i in range(lines)).encode()
     for run_no in range(kills):
         with tempfile.TemporaryDirectory() as tmp:
-            home = Path(tmp)
+            home = with_models(Path(tmp), models)
             proc = subprocess.Popen(MAGRAY + ["store", "-"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=env_for(home))
@@ -120,22 +129,21 @@ def kill_campaign(kills: int, lines: int, seed: int) -> bool:
     return held
 
 
-def crowd_campaign(writers: int, records: int) -> bool:
+def crowd_campaign(writers: int, records: int, models: Path) -> bool:
     print(f"phase 2: {writers} writers x {records} records, 2 search loops"
           + (", 1 backup" if has_backup() else ""))
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as inputs:
+        home = with_models(Path(tmp), models)
         run(home, "store", "warm-up note")  # the schema exists before the crowd arrives
         procs = []
         for w in range(writers):
-            data = "".join(f"writer {w} note {i} about item {i % 97}\n"
-                           for i in range(records)).encode()
-            proc = subprocess.Popen(MAGRAY + ["store", "-"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=env_for(home))
-            proc.stdin.write(data)
-            proc.stdin.close()
-            procs.append(("store", proc))
+            data = Path(inputs) / f"writer-{w}.txt"
+            data.write_text("".join(f"writer {w} note {i} about item {i % 97}\n"
+                                    for i in range(records)))
+            with open(data, "rb") as feed:
+                procs.append(("store", subprocess.Popen(
+                    MAGRAY + ["store", "-"], stdin=feed, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, env=env_for(home))))
         loop = ("for i in $(seq 10); do " + " ".join(MAGRAY) +
                 " search \"note about item $i\" --json >/dev/null || exit 1; done")
         for _ in range(2):
@@ -178,8 +186,14 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    ok = kill_campaign(args.kills, args.lines, args.seed)
-    ok &= crowd_campaign(args.writers, args.records)
+    with tempfile.TemporaryDirectory() as template:
+        print("preparing the model copy (the ONNX export, once)...", flush=True)
+        done = run(Path(template), "store", "a note that makes the model copy")
+        if done.returncode:
+            sys.exit(f"cannot prepare a home: {done.stderr.decode()[-500:]}")
+        models = Path(template) / "data" / "models"
+        ok = kill_campaign(args.kills, args.lines, args.seed, models)
+        ok &= crowd_campaign(args.writers, args.records, models)
     print("ALL INVARIANTS HELD" if ok else "SOME INVARIANTS FAILED")
     sys.exit(0 if ok else 1)
 

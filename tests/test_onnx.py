@@ -199,3 +199,15 @@ def test_usearch_first_does_not_break_onnx_runtime():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "CPU", done.stderr[-500:]
+
+
+def test_work_left_by_a_killed_export_is_removed_by_the_next(onnx_root):
+    (directory,) = [p.parent for p in onnx_root.glob("*/manifest.json")]
+    stale = [directory.with_name(f".{directory.name}.tmp-99999"),
+             directory.with_name(f".{directory.name}.int8-x1y2")]
+    for work in stale:
+        work.mkdir()
+        (work / "model.onnx.data").write_bytes(b"\0" * 1024)
+    manifest = onnx_export.ensure(directory, model=None, name="all-MiniLM-L6-v2")
+    assert manifest["dim"] == 384 and not any(work.exists() for work in stale)
+    assert (directory / "model.onnx").exists()
