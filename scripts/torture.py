@@ -108,7 +108,7 @@ def kill_campaign(kills: int, lines: int, seed: int, models: Path) -> bool:
             proc = subprocess.Popen(MAGRAY + ["store", "-"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     env=env_for(home))
-            delay = rng.uniform(1.0, 25.0)
+            delay = rng.uniform(1.0, 40.0)
             try:
                 proc.stdin.write(text)
                 proc.stdin.close()
@@ -181,7 +181,7 @@ def has_backup() -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=30)
-    parser.add_argument("--lines", type=int, default=3000)
+    parser.add_argument("--lines", type=int, default=8000)  # several windows: partial commits
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
