@@ -616,6 +616,7 @@ def bench_single(args, cache: Path) -> None:
     home = cache / "single-store"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(source, home)
+    os.sync()  # the copy's writeback would otherwise slow the fsyncs being timed
     settings = config.load(home / "config.toml")
     path = home / "data" / "indexes" / "assets.usearch"
     vector = synthetic(1, seed=7)
