@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
@@ -56,7 +56,9 @@ class Memory:
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
         self._indexes: dict[str, LayerIndex] = {}
         self._pinned_model: tuple[str | None, int | None] | None = None
-        self._recent_queries: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        # (model, query) -> (vector, when its cache entry was last marked used)
+        self._recent_queries: OrderedDict[tuple[str, str], tuple[np.ndarray, datetime]] = \
+            OrderedDict()
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -338,25 +340,30 @@ class Memory:
     def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
         """(a function giving the query's vector, whether an encoder is needed): the vector
         comes at once from the cache, or from the encoder, which starts loading now."""
-        key = (self.embedder.key, query)
-        if (known := self._recent_queries.get(key)) is not None:
-            self._recent_queries.move_to_end(key)
+        model = f"{self.embedder.key}|query"
+        if (known := self._recent_queries.get((model, query))) is not None:
+            vector, touched = known
+            self._recent_queries.move_to_end((model, query))
             if self._op is not None:
                 self._op.cache_hits += 1
-            return (lambda: known), False
-        cached = self._cached(f"{self.embedder.key}|query", [content_hash(query)])
+            now = clock.now()
+            if now - touched >= CACHE_TOUCH_EVERY:  # still a use, for clean's LRU pruning
+                self.db.touch_cache(model, [content_hash(query)], clock.iso(now))
+                self._remember(model, query, vector)
+            return (lambda: vector), False
+        cached = self._cached(model, [content_hash(query)])
         if cached:
-            vector = self._remember(key, next(iter(cached.values())))
+            vector = self._remember(model, query, next(iter(cached.values())))
             return (lambda: vector), False
         prepare = getattr(self.embedder, "prepare_query", None)
         if prepare:
             prepare()
-        return (lambda: self._remember(key, self._vectors([query], "query")[0])), True
+        return (lambda: self._remember(model, query, self._vectors([query], "query")[0])), True
 
-    def _remember(self, key: tuple[str, str], vector: np.ndarray) -> np.ndarray:
+    def _remember(self, model: str, query: str, vector: np.ndarray) -> np.ndarray:
         """Keep a query's vector in this process too: a long-lived caller (an agent, a
         script) repeats its queries, and then skips even the cache's SQLite lookup."""
-        self._recent_queries[key] = vector
+        self._recent_queries[(model, query)] = (vector, clock.now())
         if len(self._recent_queries) > RECENT_QUERIES:
             self._recent_queries.popitem(last=False)
         return vector
