@@ -49,14 +49,9 @@ def show(ctx: typer.Context, json_out: output.JsonFlag = False,
     settings = config.load(_where(ctx).config_file)
     rows = [{"name": name, "value": settings.values[name], "source": settings.sources[name],
              "default": spec.default, "doc": spec.doc} for name, spec in config.SPEC.items()]
-    if json_out:
-        output.emit_json(rows)
-    elif jsonl:
-        output.emit_jsonl(rows)
-    elif output.human():
-        _table(rows)
-    else:
-        output.emit_lines(f"{r['name']}\t{_literal(r['value'])}\t{r['source']}" for r in rows)
+    output.emit_rows(rows, json_out=json_out, jsonl=jsonl, table=lambda: _table(rows),
+                     line=lambda r: f"{r['name']}\t{_literal(r['value'])}\t{r['source']}",
+                     as_dict=dict)
 
 
 @config_app.command()

@@ -12,7 +12,7 @@ import os
 import sys
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Annotated, Any, Callable, Iterable, Iterator
+from typing import Annotated, Any, Callable, Iterable, Iterator, Sequence
 
 import typer
 
@@ -95,6 +95,21 @@ def emit_jsonl(rows: Iterable[Any]) -> None:
 def emit_lines(lines: Iterable[str]) -> None:
     for line in lines:
         sys.stdout.write(line + "\n")
+
+
+def emit_rows(items: Sequence[Any], *, json_out: bool, jsonl: bool, table: Callable[[], None],
+              line: Callable[[Any], str], as_dict: Callable[[Any], Any] = lambda i: i.to_dict()
+              ) -> None:
+    """A listing in the format asked for: --json, --jsonl, a table on a terminal, or plain
+    tab-separated lines for pipes."""
+    if json_out:
+        emit_json([as_dict(i) for i in items])
+    elif jsonl:
+        emit_jsonl(as_dict(i) for i in items)
+    elif human():
+        table()
+    else:
+        emit_lines(line(i) for i in items)
 
 
 def one_line(text: str, width: int | None = None) -> str:

@@ -55,15 +55,8 @@ def list_records(
         raise InputError(f"--limit must be 0 (all) or more, got {limit}")
     with open_memory(ctx) as memory:
         records = memory.list_records(layers=layer, filters=chosen, limit=limit or None)
-    if json_out:
-        output.emit_json([r.to_dict() for r in records])
-    elif jsonl:
-        output.emit_jsonl(r.to_dict() for r in records)
-    elif output.human():
-        _table(records)
-    else:
-        output.emit_lines(f"{r.id}\t{r.created_at}\t{r.layer}\t{output.one_line(r.text)}"
-                          for r in records)
+    output.emit_rows(records, json_out=json_out, jsonl=jsonl, table=lambda: _table(records),
+                     line=lambda r: f"{r.id}\t{r.created_at}\t{r.layer}\t{output.one_line(r.text)}")
     if not records:
         output.say("no records")
 

@@ -46,15 +46,9 @@ def search(
         options["mode"] = mode
     with open_memory(ctx) as memory:
         hits = memory.search(" ".join(query), **options)
-    if json_out:
-        output.emit_json([h.to_dict() for h in hits])
-    elif jsonl:
-        output.emit_jsonl(h.to_dict() for h in hits)
-    elif output.human():
-        _table(hits)
-    else:
-        output.emit_lines(f"{h.record.id}\t{h.score:.4f}\t{h.record.layer}\t"
-                          f"{output.one_line(h.record.text)}" for h in hits)
+    output.emit_rows(hits, json_out=json_out, jsonl=jsonl, table=lambda: _table(hits),
+                     line=lambda h: f"{h.record.id}\t{h.score:.4f}\t{h.record.layer}\t"
+                                    f"{output.one_line(h.record.text)}")
     if not hits:
         output.say("no matches")
 
