@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Callable, Generic, Iterator, Sequence, TypeVar
 
-from . import clock
+from . import clock, controls
 from .errors import InputError
 from .records import LAYERS, NewRecord
 
@@ -24,6 +24,7 @@ def check_text(text: str, max_bytes: int, where: str = "text") -> str:
     """The text to store (surrounding whitespace removed), or an InputError saying why not."""
     if "\0" in text:
         raise InputError(f"{where}: contains a NUL byte")
+    check_unicode(text, where)
     size = len(text.encode("utf-8", errors="surrogatepass"))
     if size > max_bytes:
         raise InputError(f"{where}: {size} bytes is over the limit of {max_bytes} "
@@ -32,6 +33,24 @@ def check_text(text: str, max_bytes: int, where: str = "text") -> str:
     if not text:
         raise InputError(f"{where}: text is empty or only whitespace")
     return text
+
+
+def check_unicode(value: Any, where: str) -> None:
+    """Refuse a string (or any string inside a list or dict) holding a lone surrogate: bytes
+    that were not UTF-8 (Python reads arguments with surrogateescape) or a JSON ``\\ud800``
+    with no partner. Stored, it would make every export and --json listing fail."""
+    if isinstance(value, str):
+        if controls.has_surrogate(value):
+            bad = next(ch for ch in value if controls.has_surrogate(ch))
+            raise InputError(f"{where}: not valid Unicode (a lone surrogate "
+                             f"{controls.escape_char(bad)}, or bytes that are not UTF-8)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key, f"{where}: a field name")
+            check_unicode(item, f"{where}: field {key!r}")
+    elif isinstance(value, list):
+        for item in value:
+            check_unicode(item, where)
 
 
 def check_layer(layer: Any, where: str = "layer") -> str:
@@ -178,6 +197,7 @@ def json_object(line: str, where: str) -> dict:
         raise InputError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    check_unicode(data, where)
     return data
 
 

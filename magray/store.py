@@ -188,6 +188,24 @@ def m003_pending_embedding(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE records ADD COLUMN pending_embedding BLOB")
 
 
+@migrations()
+def m005_repair_text(db: sqlite_utils.Database) -> None:
+    # magray up to 0.1.0 accepted a tag holding a lone surrogate (JSON Lines "a\ud800"),
+    # kept as that escape in the tags JSON; read back, it made every export and --json
+    # listing of the memory fail. Each one becomes U+FFFD, the replacement character. (Other
+    # columns cannot hold one: sqlite3 refuses to bind such a string.)
+    from .controls import has_surrogate, without_surrogates
+
+    rows = db.execute("SELECT id, tags FROM records WHERE instr(lower(tags), '\\ud') > 0"
+                      ).fetchall()
+    for record_id, tags in rows:
+        values = json.loads(tags)
+        if any(has_surrogate(tag) for tag in values):
+            repaired = sorted({without_surrogates(tag) for tag in values})
+            db.execute("UPDATE records SET tags = ? WHERE id = ?",
+                       (json.dumps(repaired), record_id))
+
+
 @dataclass
 class Op:
     """One store or search call being timed; written in the call's own write transaction."""

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterable
 
-from . import clock
+from . import clock, controls
 from .errors import InputError
 from .ingest import (Validated, check_importance, check_layer, check_text, json_object,
                      validate)
@@ -81,17 +80,20 @@ def encode_vector(vector: "np.ndarray") -> str:
 
 
 def write_jsonl(entries: Iterable[Entry], out: IO[str]) -> int:
-    """Write one JSON line per record; returns how many."""
+    """Write one JSON line per record; returns how many. Control and format characters are
+    written as \\uXXXX escapes: the same text to a JSON reader, inert on a terminal, and a
+    lone surrogate stored by an older magray exports escaped instead of failing."""
     count = 0
     for entry in entries:
-        out.write(json.dumps(to_json(entry), ensure_ascii=False) + "\n")
+        out.write(controls.dumps(to_json(entry)) + "\n")
         count += 1
     return count
 
 
 def write_markdown(entries: Iterable[Entry], out: IO[str]) -> int:
     """A readable document: a section per layer (entries must come layer by layer), a
-    heading per record with its id and creation time, its metadata, its text quoted."""
+    heading per record with its id and creation time, its metadata, its text quoted.
+    Control and format characters are shown escaped (``\\x1b``): a document is for reading."""
     out.write("# magray export\n")
     layer, count = None, 0
     for entry in entries:
@@ -101,8 +103,9 @@ def write_markdown(entries: Iterable[Entry], out: IO[str]) -> int:
             out.write(f"\n## {layer}\n")
         out.write(f"\n### {record.id} · {record.created_at[:16].replace('T', ' ')} UTC\n\n")
         if details := _details(record):
-            out.write(details + "\n\n")
-        out.write("\n".join(f"> {line}".rstrip() for line in record.text.splitlines()) + "\n")
+            out.write(controls.visible(details) + "\n\n")
+        text = controls.visible(record.text, keep="\n\t")
+        out.write("\n".join(f"> {line}".rstrip() for line in text.split("\n")) + "\n")
         count += 1
     if not count:
         out.write("\nNo records.\n")

@@ -32,7 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         from typer.completion import completion_init
 
         completion_init()
-    command = typer.main.get_command(_app_for(sys.argv[1:] if argv is None else argv))
+    args = sys.argv[1:] if argv is None else argv
+    if (bad := _not_unicode(args)) is not None:
+        output.error(bad)
+        sys.exit(2)
+    command = typer.main.get_command(_app_for(args))
     coercion.install(command)
     try:
         code = command.main(args=argv, prog_name="magray", standalone_mode=False)
@@ -46,6 +50,17 @@ def main(argv: list[str] | None = None) -> None:
         output.pipe_closed()
         code = 0
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _not_unicode(args: list[str]) -> str | None:
+    """Why an argument cannot be taken (bytes that are not UTF-8 reach Python as lone
+    surrogates, which could be stored but never printed or exported), or None."""
+    from ..controls import has_surrogate
+
+    for number, arg in enumerate(args, 1):
+        if has_surrogate(arg):
+            return f"argument {number} is not valid UTF-8: {arg}"  # error() escapes it
+    return None
 
 
 def _app_for(argv: list[str]) -> typer.Typer:

@@ -118,5 +118,6 @@ def _table(rows: list[dict]) -> None:
     for column, style in (("name", "cyan"), ("value", None), ("source", "dim")):
         table.add_column(column, style=style)
     for row in rows:
-        table.add_row(row["name"], Text(_literal(row["value"])), Text(row["source"]))
+        table.add_row(row["name"], Text(output.visible(_literal(row["value"]))),
+                      Text(output.visible(row["source"])))
     output.stdout().print(table)

@@ -52,10 +52,10 @@ def promote(
 
 
 def _moves(report: "PromotionReport") -> None:
-    rows = [(str(d.id), f"{d.layer} -> {d.target}", f"{d.score:.3f}", d.outcome,
-             output.one_line(d.text)) for d in report.moved]
+    rows = [(str(d.id), f"{d.layer} -> {d.target}", f"{d.score:.3f}", d.outcome, d.text)
+            for d in report.moved]
     if not output.human():
-        output.emit_lines("\t".join(row) for row in rows)
+        output.emit_lines("\t".join((*row[:4], output.field(row[4]))) for row in rows)
         return
     from rich.table import Table
 
@@ -64,7 +64,7 @@ def _moves(report: "PromotionReport") -> None:
                           ("outcome", None), ("text", None)):
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for row in rows:
-        table.add_row(*row[:4], output.one_line(row[4], 200))
+        table.add_row(*row[:4], output.cell(row[4], 200))
     output.stdout().print(table)
 
 
@@ -107,10 +107,10 @@ def clean(
 
 
 def _planned(report: "CleanReport") -> list[str]:
-    lines = [f"promote\t{d.id}\t{d.layer} -> {d.target}\t{output.one_line(d.text)}"
+    lines = [f"promote\t{d.id}\t{d.layer} -> {d.target}\t{output.field(d.text)}"
              for d in (report.promotion.moved if report.promotion else ())]
     return lines + [f"{'expire' if r.reason == 'expired' else 'evict'}\t{r.id}\t{r.layer}\t"
-                    f"{output.one_line(r.text)}" for r in report.removed]
+                    f"{output.field(r.text)}" for r in report.removed]
 
 
 def _clean_summary(report: "CleanReport") -> str:

@@ -3,12 +3,16 @@
 Machine formats (``--json``, ``--jsonl``) are the same for every command: one JSON
 document, or one JSON object per line, with stable keys. Progress bars and colour appear
 only when the stream is a terminal and ``NO_COLOR`` is unset.
+
+Stored text never reaches the terminal raw (see ``magray.controls``): everything here that
+prints a string escapes what could control a terminal or disguise text, people's output
+visibly (``visible``), plain piped lines reversibly (``field``), JSON exactly (``dumps``).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,9 +20,12 @@ from typing import Annotated, Any, Callable, Iterable, Iterator, Sequence
 
 import typer
 
+from ..controls import dumps, field, visible
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 JsonlFlag = Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line.")]
 
+_BLANKS = re.compile(r"[ \t\n]+")
 PROGRESS_MIN = 64  # below this many items a progress bar is just flicker
 
 
@@ -37,9 +44,16 @@ def color_allowed(stream: Any) -> bool:
 def _console(stderr: bool):
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich's own exits 1; magray treats a reader that went away (`| head -1`) the
+            # same everywhere: the command's handler makes it exit 0, quietly.
+            self.quiet = True
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     fancy = color_allowed(stream)
-    return Console(file=stream, stderr=stderr, highlight=False, no_color=not fancy,
+    return _Console(file=stream, stderr=stderr, highlight=False, no_color=not fancy,
                    force_terminal=fancy, emoji=False, soft_wrap=not fancy)
 
 
@@ -59,16 +73,17 @@ def human() -> bool:
 def say(message: str) -> None:
     """A note for the person at the terminal (stderr, only when it is a terminal)."""
     if is_tty(sys.stderr):
-        stderr().print(message, markup=False)
+        stderr().print(visible(message), markup=False)
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    """``warning: ...`` on stderr, one line: a message may quote input or a file name."""
+    sys.stderr.write(f"warning: {visible(message)}\n")
     sys.stderr.flush()
 
 
 def error(message: str) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {visible(message)}\n")
     sys.stderr.flush()
 
 
@@ -84,17 +99,19 @@ def pipe_closed() -> None:
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(dumps(data, indent=2) + "\n")
 
 
 def emit_jsonl(rows: Iterable[Any]) -> None:
     for row in rows:
-        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sys.stdout.write(dumps(row) + "\n")
 
 
 def emit_lines(lines: Iterable[str]) -> None:
+    """Lines of output, each made of ``field``s or of magray's own text; any other control
+    character left in one is still escaped (tabs and line breaks are magray's own)."""
     for line in lines:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(visible(line, keep="\t\n") + "\n")
 
 
 def emit_rows(items: Sequence[Any], *, json_out: bool, jsonl: bool, table: Callable[[], None],
@@ -113,11 +130,19 @@ def emit_rows(items: Sequence[Any], *, json_out: bool, jsonl: bool, table: Calla
 
 
 def one_line(text: str, width: int | None = None) -> str:
-    """A text on one line (newlines and tabs shown as spaces), optionally cut to ``width``."""
-    flat = " ".join(text.split())
+    """A text for a person, on one line (runs of spaces, tabs and newlines shown as one
+    space; every other control character escaped, a CR too), optionally cut to ``width``."""
+    flat = " ".join(_BLANKS.split(text.strip(" \t\n")))
     if width and len(flat) > width:
-        return flat[: width - 1] + "…"
-    return flat
+        flat = flat[: width - 1] + "…"
+    return visible(flat)
+
+
+def cell(text: str, width: int | None = None):
+    """``one_line`` as a Rich ``Text``: a note's own [brackets] are not markup."""
+    from rich.text import Text
+
+    return Text(one_line(text, width))
 
 
 @contextmanager

@@ -56,7 +56,7 @@ def list_records(
     with open_memory(ctx) as memory:
         records = memory.list_records(layers=layer, filters=chosen, limit=limit or None)
     output.emit_rows(records, json_out=json_out, jsonl=jsonl, table=lambda: _table(records),
-                     line=lambda r: f"{r.id}\t{r.created_at}\t{r.layer}\t{output.one_line(r.text)}")
+                     line=lambda r: f"{r.id}\t{r.created_at}\t{r.layer}\t{output.field(r.text)}")
     if not records:
         output.say("no records")
 
@@ -104,6 +104,7 @@ def _details(record: Record) -> None:
     text = fields.pop("text")
     fields["tags"] = ", ".join(record.tags)
     width = max(map(len, fields))
+    body = output.visible(text, keep="\n\t")  # the text's own lines; no CR, no escapes
     if output.human():
         from rich.text import Text
 
@@ -111,19 +112,19 @@ def _details(record: Record) -> None:
         for name, value in fields.items():
             console.print(Text.assemble((name.ljust(width), "dim"), "  ", _plain(value)))
         console.print()
-        console.print(Text(text))
+        console.print(Text(body))
     else:
         output.emit_lines(f"{name.ljust(width)}  {_plain(value)}" for name, value in fields.items())
-        output.emit_lines(["", text])
+        output.emit_lines(["", body])
 
 
 def _plain(value: object) -> str:
-    return "" if value is None else str(value)
+    """A field's value on its one line: a newline in a project cannot fake another field."""
+    return "" if value is None else output.visible(str(value))
 
 
 def _table(records: list[Record]) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column, style in (("id", "dim"), ("created", "cyan"), ("layer", "magenta"),
@@ -131,5 +132,5 @@ def _table(records: list[Record]) -> None:
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for r in records:  # Text(): a note's own [brackets] are not Rich markup
         table.add_row(str(r.id), r.created_at[:16].replace("T", " "), r.layer,
-                      Text(output.one_line(r.text, 400)), Text(", ".join(r.tags)))
+                      output.cell(r.text, 400), output.cell(", ".join(r.tags)))
     output.stdout().print(table)

@@ -48,14 +48,13 @@ def search(
         hits = memory.search(" ".join(query), **options)
     output.emit_rows(hits, json_out=json_out, jsonl=jsonl, table=lambda: _table(hits),
                      line=lambda h: f"{h.record.id}\t{h.score:.4f}\t{h.record.layer}\t"
-                                    f"{output.one_line(h.record.text)}")
+                                    f"{output.field(h.record.text)}")
     if not hits:
         output.say("no matches")
 
 
 def _table(hits: list[Hit]) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column, style in (("score", "cyan"), ("id", "dim"), ("layer", "magenta"),
@@ -63,5 +62,5 @@ def _table(hits: list[Hit]) -> None:
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for h in hits:
         table.add_row(f"{h.score:.3f}", str(h.record.id), h.record.layer,  # Text: not markup
-                      Text(output.one_line(h.record.text, 400)), Text(", ".join(h.record.tags)))
+                      output.cell(h.record.text, 400), output.cell(", ".join(h.record.tags)))
     output.stdout().print(table)

@@ -150,7 +150,7 @@ def _index_bytes(h: "Health") -> int:
 def _plain(text: str) -> str:
     from rich.markup import escape
 
-    return escape(text)
+    return escape(output.visible(text))
 
 
 def _when(iso: str | None) -> str:
