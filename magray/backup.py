@@ -611,6 +611,18 @@ def list_archives(directory: Path) -> Listing:
     return Listing(directory, tuple(found), tuple(unreadable))
 
 
+def seal_problem(path: Path) -> str | None:
+    """Why the archive at ``path`` is not as it was written (its whole file against the
+    checksum trailer: read at disk speed, nothing decompressed), or None when it is intact.
+    ``backup list`` uses it, so a damaged archive is never listed as a good one."""
+    try:
+        with archive.Reader(Path(path)) as reader:
+            reader.check_intact()
+    except MagrayError as exc:
+        return str(exc)
+    return None
+
+
 def select_kept(times: Sequence[datetime], retention: Retention, tz: tzinfo | None = None
                 ) -> set[int]:
     """Indices of ``times`` that retention keeps, as restic's ``forget`` does: going from
@@ -764,11 +776,13 @@ def _check_config(staged: Path, path: Path) -> None:
 
 def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
     if info.model_key is not None and info.model_key != expected:
+        # The key is the model and its truncation (name@dim): both settings must match it.
+        name, _, truncate = info.model_key.partition("@")
         raise ModelMismatchError(
             f"{path} was embedded with {info.model_key} ({info.dim} dimensions) but the "
-            f"model in effect is {expected}; set model = \"{info.model}\" in the config (or "
-            f"MAGRAY_MODEL) and restore again, or restore with --config to take the "
-            "archive's config")
+            f"model in effect is {expected}; run `magray config set model {name}` and "
+            f"`magray config set truncate_dim {truncate or 0}` and restore again, or restore "
+            "with --config to take the archive's config")
 
 
 def _swap(where: Paths, store, stage: Path, use_config: bool, replacing: bool, *,

@@ -42,7 +42,7 @@ class Setting:
     def coerce(self, value: Any, origin: str) -> Any:
         """Type-check (and for env text, parse) one value; raise ConfigError naming the key."""
         kind = self.kind
-        where = f"{origin}: setting '{self.name}'"
+        where = f"{origin}: setting '{self.name}'" if origin else f"setting '{self.name}'"
         if isinstance(value, str) and kind is not str and origin.startswith("environment"):
             value = _parse_text(value, kind, where)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -235,6 +235,10 @@ def load(config_file: Path | None, environ: Mapping[str, str] | None = None) -> 
     values = {n: s.default for n, s in SPEC.items()}
     sources = {n: "default" for n in SPEC}
     if config_file is not None:
+        from .paths import refuse_if_shared
+
+        refuse_if_shared(config_file.parent)
+        refuse_if_shared(config_file)
         for name, value in read_file(config_file).items():
             values[name], sources[name] = value, str(config_file)
     environ = os.environ if environ is None else environ
@@ -318,7 +322,7 @@ def parse_value(name: str, text: str) -> Any:
         value = text
     else:
         value = _parse_text(text, spec.kind, where)
-    return spec.coerce(value, "magray config set")
+    return spec.coerce(value, "")
 
 
 def write_setting(config_file: Path, name: str, value: Any | None) -> Path:

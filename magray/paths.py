@@ -55,6 +55,19 @@ def resolve(home: str | os.PathLike | None = None) -> Paths:
     return Paths(data=data, config_file=config / "config.toml", backups=data / "backups")
 
 
+def refuse_if_shared(path: Path) -> None:
+    """Refuse a config file, or the directory holding it (the home), that other users can
+    write to, as ssh refuses such an authorized_keys: whoever can write it can point magray
+    at their own model or data. A missing one is fine (it will be created private)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise MagrayError(f"{path} is writable by other users; refusing to use it "
+                          f"(chmod go-w {path})")
+
+
 def make_private_dir(directory: Path) -> None:
     """mkdir -p with mode 0700 for what we create; refuse a directory others may write to."""
     if not directory.exists():

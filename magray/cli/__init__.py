@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+from pathlib import Path
 
 import typer
 import typer.main
@@ -38,10 +39,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     command = typer.main.get_command(_app_for(args))
     coercion.install(command)
+    _name_metavars(command)
     try:
         code = command.main(args=argv, prog_name="magray", standalone_mode=False)
         sys.stdout.flush()  # a reader that went away shows here, not as noise at exit
     except TyperException as exc:  # bad usage: unknown option, bad value, missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `magray`: the help it asks for
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(0)
         output.error(exc.format_message().splitlines()[0] if exc.format_message() else str(exc))
         code = getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
@@ -50,6 +55,30 @@ def main(argv: list[str] | None = None) -> None:
         output.pipe_closed()
         code = 0
     sys.exit(code if isinstance(code, int) else 0)
+
+
+_METAVARS = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH"}
+
+
+def _name_metavars(command: object) -> None:
+    """Help that names values for people (``--tag TEXT``, ``ID...``) instead of Typer's
+    Python types (``--tag <list[str]>``, ``{ids}...``); explicit metavars are kept."""
+    from typing import get_args
+
+    for param in getattr(command, "params", ()):
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None:
+            continue
+        if param.param_type_name == "argument":
+            param.metavar = param.metavar or param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the name says it: no "<list[str]>"
+        elif param.metavar is None and not (param.is_flag or param.count or descriptor.is_choice):
+            annotation = descriptor.annotation
+            if descriptor.is_list:
+                annotation = (get_args(annotation) or (str,))[0]
+            param.metavar = _METAVARS.get(annotation)
+    for sub in getattr(command, "commands", {}).values():
+        _name_metavars(sub)
 
 
 def _not_unicode(args: list[str]) -> str | None:

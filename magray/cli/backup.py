@@ -63,29 +63,37 @@ def backup(ctx: typer.Context, output_to: Output = None, keep_daily: Daily = Non
         output.emit_json({**_summary(info), "verified": result.verified,
                           **_pruned_json(result.pruned)})
         return
-    output.say(f"wrote {info.path} ({_size(info.size)}, {_counts(info)}), verified")
+    output.say(f"wrote {info.path} ({output.size(info.size)}, {_counts(info)}), verified")
     if result.pruned:
         _say_pruned(result.pruned)
 
 
 @backup_app.command("list")
 def list_(ctx: typer.Context, directory: Directory = None, json_out: Json = False) -> None:
-    """List archives, oldest first: time, size, record counts (read from each manifest)."""
+    """List archives, oldest first: time, size, record counts (read from each manifest), and
+    whether each file still matches its checksum (each is read once, not decompressed)."""
+    from ..backup import seal_problem
+
     with open_memory(ctx) as memory:
         listing = memory.backups(directory)
+    damaged = {a.path: problem for a in listing.archives
+               if (problem := seal_problem(a.path)) is not None}
     if json_out:
         output.emit_json({"directory": str(listing.directory),
-                          "archives": [_summary(a) for a in listing.archives],
+                          "archives": [{**_summary(a), "intact": a.path not in damaged}
+                                       for a in listing.archives],
                           "unreadable": [{"path": str(p), "error": e}
-                                         for p, e in listing.unreadable]})
+                                         for p, e in [*listing.unreadable, *damaged.items()]]})
         return
     if output.human():
-        _table(listing.archives)
+        _table(listing.archives, damaged)
     else:
-        output.emit_lines(f"{a.created_at}\t{a.size}\t{a.records}\t{a.path}"
+        output.emit_lines(f"{a.created_at}\t{a.size}\t{a.records}\t{output.field(str(a.path))}"
+                          f"\t{'damaged' if a.path in damaged else 'ok'}"
                           for a in listing.archives)
-    for path, error in listing.unreadable:
-        output.warn(f"unreadable: {error}")
+    for path, error in [*listing.unreadable, *damaged.items()]:
+        what = "damaged, do not rely on it" if path in damaged else "unreadable"
+        output.warn(f"{path}: {what}: {error.removeprefix(f'{path}: ')}")
     if not listing.archives:
         output.say(f"no archives in {listing.directory}")
 
@@ -101,7 +109,7 @@ def verify(ctx: typer.Context,
     if json_out:
         output.emit_json({**_summary(info), "verified": True})
     else:
-        output.emit_lines([f"ok: {info.path} ({_size(info.size)}, {_counts(info)}, "
+        output.emit_lines([f"ok: {info.path} ({output.size(info.size)}, {_counts(info)}, "
                            f"made {info.created_at})"])
 
 
@@ -211,31 +219,29 @@ def _say_pruned(pruned: Pruned, stream: Callable | None = None) -> None:
             output.say(line)
 
 
-def _table(archives) -> None:
+def _table(archives, damaged) -> None:
     from rich.table import Table
+    from rich.text import Text
 
+    # The file first and whole (an 80-column terminal has room for a default name and the
+    # rest); per-layer counts are in --json and `backup verify`.
+    names = [output.one_line(a.path.name) for a in archives]
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("created", "size", "records", "interact", "insights", "assets", "file"):
-        table.add_column(column, justify="right" if column not in ("created", "file")
-                         else "left")
-    for a in archives:
-        table.add_row(a.created_at[:19].replace("T", " "), _size(a.size), str(a.records),
-                      *(str(a.counts[layer]) for layer in ("interact", "insights", "assets")),
-                      a.path.name)
+    table.add_column("file", min_width=max(map(len, names), default=4), overflow="fold")
+    table.add_column(f"created ({output.zone()})", no_wrap=True)
+    for column in ("size", "records"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for a, name in zip(archives, names):
+        state = Text("DAMAGED", style="bold red") if a.path in damaged else Text("ok")
+        table.add_row(Text(name), output.when(a.created_at), output.size(a.size),
+                      f"{a.records:,}", state)
     output.stdout().print(table)
 
 
 def _counts(info: BackupInfo) -> str:
     layers = ", ".join(f"{layer} {n}" for layer, n in info.counts.items())
     return f"{info.records} records: {layers}"
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 @contextmanager

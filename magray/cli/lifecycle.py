@@ -115,7 +115,7 @@ def _planned(report: "CleanReport") -> list[str]:
 
 def _clean_summary(report: "CleanReport") -> str:
     promoted = len(report.promotion.moved) if report.promotion else 0
-    cache = f"{report.cache_entries} cache entries ({size(report.cache_bytes)})"
+    cache = f"{report.cache_entries} cache entries ({output.size(report.cache_bytes)})"
     counts = (promoted, report.count("expired"), report.count("evicted"))
     if report.dry_run:
         text = ("clean --dry-run: would promote {}, expire {}, evict {}, prune ".format(*counts)
@@ -160,19 +160,12 @@ def _optimized(report: "OptimizeReport") -> list[str]:
         else:
             lines.append(f"nothing to re-embed: every record is embedded with {r.model_key}")
     for c in report.indexes:
-        lines.append(f"{c.layer:<9} {c.records:>9,} records  index {size(c.before_bytes)} -> "
-                     f"{size(c.after_bytes)}  (was {c.was})")
+        lines.append(f"{c.layer:<9} {c.records:>9,} records  index {output.size(c.before_bytes)} -> "
+                     f"{output.size(c.after_bytes)}  (was {c.was})")
     o = report.orphans
-    lines.append(f"database  {size(report.database_before)} -> {size(report.database_after)}; "
+    lines.append(f"database  {output.size(report.database_before)} -> {output.size(report.database_after)}; "
                  f"full-text index {report.fts}; pruned {o.get('index_log', 0)} index-log rows, "
                  f"{o.get('embed_cache', 0)} cache entries of other models, "
                  f"{o.get('temp_files', 0)} temporary files")
     return lines
 
-
-def size(n: int) -> str:
-    """Bytes for people: 0 B, 812 KB, 1.4 MB."""
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"

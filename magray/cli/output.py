@@ -76,6 +76,12 @@ def say(message: str) -> None:
         stderr().print(visible(message), markup=False)
 
 
+def hint(message: str) -> None:
+    """A note on stderr for a person who must act (stdin waits on their terminal)."""
+    sys.stderr.write(f"{visible(message)}\n")
+    sys.stderr.flush()
+
+
 def warn(message: str) -> None:
     """``warning: ...`` on stderr, one line: a message may quote input or a file name."""
     sys.stderr.write(f"warning: {visible(message)}\n")
@@ -143,6 +149,38 @@ def cell(text: str, width: int | None = None):
     from rich.text import Text
 
     return Text(one_line(text, width))
+
+
+def size(n: int) -> str:
+    """Bytes for people, in one convention everywhere (IEC, powers of 1024): 812 B,
+    1.4 KiB, 3.0 MiB, 1.2 GiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # not reached
+
+
+def zone() -> str:
+    """The local time zone's name (``UTC``, ``CET``): times for people are local, as
+    ``--since 2026-01-31T09:00`` reads them, and say so."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().tzname() or "local time"
+
+
+def when(iso: str | None, *, seconds: bool = False, named: bool = False) -> str:
+    """A stored UTC time as local wall-clock time: ``2026-01-31 09:00``; with the zone's
+    name when ``named``, or when it is not today's (daylight saving time)."""
+    if iso is None:
+        return "-"
+    from ..clock import parse_time
+
+    moment = parse_time(iso).astimezone()
+    text = moment.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    name = moment.tzname() or ""
+    return f"{text} {name}" if name and (named or name != zone()) else text
 
 
 @contextmanager

@@ -127,10 +127,10 @@ def _table(records: list[Record]) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, style in (("id", "dim"), ("created", "cyan"), ("layer", "magenta"),
+    for column, style in (("id", "dim"), (f"created ({output.zone()})", "cyan"), ("layer", "magenta"),
                           ("text", None), ("tags", "green")):
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for r in records:  # Text(): a note's own [brackets] are not Rich markup
-        table.add_row(str(r.id), r.created_at[:16].replace("T", " "), r.layer,
+        table.add_row(str(r.id), output.when(r.created_at), r.layer,
                       output.cell(r.text, 400), output.cell(", ".join(r.tags)))
     output.stdout().print(table)

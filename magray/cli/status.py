@@ -154,7 +154,7 @@ def _plain(text: str) -> str:
 
 
 def _when(iso: str | None) -> str:
-    return "-" if iso is None else iso[:16].replace("T", " ")
+    return output.when(iso, named=True)
 
 
 def _ago(now: str, iso: str | None) -> str:
@@ -166,12 +166,7 @@ def _ago(now: str, iso: str | None) -> str:
 
 
 def _bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
+    return output.size(size)
 
 
 def _seconds(value: float | None) -> str:

@@ -52,6 +52,9 @@ def store(
         elif not texts and output.is_tty(sys.stdin):
             raise InputError("nothing to store: give TEXT, or pipe lines on stdin")
         else:  # validated whole, spooled to disk, then embedded and committed in batches
+            if output.is_tty(sys.stdin):  # `store -` typed at a prompt: say what it waits for
+                output.hint("reading texts from the terminal, one record per line; "
+                            "Ctrl-D stores them, Ctrl-C cancels")
             items = ingest.stream_lines(sys.stdin.buffer, template, limit, jsonl=jsonl,
                                         directory=memory.paths.data)
         spool = items if isinstance(items, ingest.Validated) else nullcontext()
