@@ -90,7 +90,8 @@ def test_list_cli_outputs(cli, fake_model, monkeypatch):
     monkeypatch.setattr(output, "human", lambda: True)  # the table a terminal gets
     table = cli("list")
     assert table.code == 0 and "second [/] with brackets" in table.out  # not Rich markup
-    assert table.out.split()[:5] == ["id", "created", "layer", "text", "tags"]
+    assert table.out.split()[:6] == ["id", "created", f"({output.zone()})", "layer", "text",
+                                     "tags"]  # times in local time, the zone named
 
 
 def test_forget_cli_with_ids_from_stdin(cli, fake_model):

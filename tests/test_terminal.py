@@ -47,12 +47,12 @@ def _raw(text: str) -> list[str]:
     return [seq for seq in RAW if seq in text.replace("\r\n", "\n")]
 
 
-def _on_a_terminal(home: Path, *args: str) -> str:
+def _on_a_terminal(home: Path, *args: str, columns: int = 200) -> str:
     """Run magray with stdout and stderr on a pseudo-terminal; return what it printed."""
     leader, follower = pty.openpty()
     process = subprocess.Popen([sys.executable, "-m", "magray", *args], stdin=subprocess.DEVNULL,
                                stdout=follower, stderr=follower,
-                               env=env(home, TERM="xterm-256color", COLUMNS="200"))
+                               env=env(home, TERM="xterm-256color", COLUMNS=str(columns)))
     os.close(follower)
     chunks = []
     while True:
@@ -113,9 +113,9 @@ def test_markdown_export_shows_controls_escaped(hostile, cli):
 
 
 def test_error_messages_quoting_input_are_escaped(hostile, cli):
-    result = cli("list", "--since", "\x1b]0;pwned\x07")
-    assert result.code == 2 and _raw(result.err) == [] and "\\x1b]0;pwned\\x07" in result.err
-    assert result.err.count("\n") == 1
+    result = cli("import", "notes\x1b]0;pwned\x07\n.jsonl")
+    assert result.code == 1 and _raw(result.err) == []
+    assert result.err == "error: no such file: notes\\x1b]0;pwned\\x07\\n.jsonl\n"
 
 
 def test_escape_covers_controls_bidi_and_invisible_format_characters():

@@ -169,8 +169,8 @@ def restore(
 
 def _ask(plan: RestoreResult) -> bool:
     info = plan.archive
-    output.stderr().print(f"{info.path} verified: {_counts(info)}, made {info.created_at}",
-                          markup=False)
+    output.stderr().print(output.visible(f"{info.path} verified: {_counts(info)}, made "
+                                         f"{info.created_at}"), markup=False)
     try:
         return typer.confirm(f"Replace the {sum(plan.replaced.values())} records here with "
                              "the archive's?", err=True)
