@@ -160,10 +160,12 @@ def _optimized(report: "OptimizeReport") -> list[str]:
         else:
             lines.append(f"nothing to re-embed: every record is embedded with {r.model_key}")
     for c in report.indexes:
-        lines.append(f"{c.layer:<9} {c.records:>9,} records  index {output.size(c.before_bytes)} -> "
-                     f"{output.size(c.after_bytes)}  (was {c.was})")
+        lines.append(f"{c.layer:<9} {c.records:>9,} records  index "
+                     f"{output.size(c.before_bytes)} -> {output.size(c.after_bytes)}  "
+                     f"(was {c.was})")
     o = report.orphans
-    lines.append(f"database  {output.size(report.database_before)} -> {output.size(report.database_after)}; "
+    lines.append(f"database  {output.size(report.database_before)} -> "
+                 f"{output.size(report.database_after)}; "
                  f"full-text index {report.fts}; pruned {o.get('index_log', 0)} index-log rows, "
                  f"{o.get('embed_cache', 0)} cache entries of other models, "
                  f"{o.get('temp_files', 0)} temporary files")

@@ -127,8 +127,8 @@ def _table(records: list[Record]) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, style in (("id", "dim"), (f"created ({output.zone()})", "cyan"), ("layer", "magenta"),
-                          ("text", None), ("tags", "green")):
+    for column, style in (("id", "dim"), (f"created ({output.zone()})", "cyan"),
+                          ("layer", "magenta"), ("text", None), ("tags", "green")):
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for r in records:  # Text(): a note's own [brackets] are not Rich markup
         table.add_row(str(r.id), output.when(r.created_at), r.layer,
