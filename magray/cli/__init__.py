@@ -61,8 +61,8 @@ _METAVARS = {str: "TEXT", int: "INTEGER", float: "NUMBER", Path: "PATH"}
 
 
 def _name_metavars(command: object) -> None:
-    """Help that names values for people (``--tag TEXT``, ``ID...``) instead of Typer's
-    Python types (``--tag <list[str]>``, ``{ids}...``); explicit metavars are kept."""
+    """Help that names values for people (``--tag TEXT``, ``ID``) instead of Typer's
+    Python types (``--tag <list[str]>``, ``ID <list[str]>``); explicit metavars are kept."""
     from typing import get_args
 
     for param in getattr(command, "params", ()):

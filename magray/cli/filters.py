@@ -22,9 +22,11 @@ Project = Annotated[Optional[str], typer.Option(help="Only this project.")]
 Session = Annotated[Optional[str], typer.Option(help="Only this session.")]
 Kind = Annotated[Optional[str], typer.Option(help="Only this kind.")]
 Since = Annotated[Optional[str], typer.Option(
-    help="Created at or after: ISO 8601, or an age like 7d, 24h.")]
+    help="Created at or after: ISO 8601 (local time unless it has an offset), or an age "
+         "like 7d, 24h.")]
 Until = Annotated[Optional[str], typer.Option(
-    help="Created at or before: ISO 8601, or an age like 7d, 24h.")]
+    help="Created at or before: ISO 8601 (local time unless it has an offset), or an age "
+         "like 7d, 24h.")]
 
 
 def make(tags: list[str], project: str | None, session: str | None, kind: str | None,
