@@ -168,3 +168,15 @@ def test_migration_repairs_a_stored_lone_surrogate(home, cli):
     assert result.code == 0, result
     assert json.loads(result.out)["tags"] == ["a\ufffd", "fine"]
     assert json.loads(cli("list", "--json").out)[0]["tags"] == ["a\ufffd", "fine"]
+
+
+def test_a_lone_surrogate_that_got_in_anyway_is_shown_escaped_never_a_crash(home, cli):
+    # The library trusts its caller's NewRecord; whatever it stored, output must not fail.
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        memory.store([NewRecord("hello there", tags=("a\ud800",))])
+    for args in (["export"], ["list", "--json"], ["show", "1", "--jsonl"], ["show", "1"],
+                 ["export", "--format", "markdown"]):
+        result = cli(*args)
+        assert result.code == 0 and "a\\ud800" in result.out, (args, result)
+    assert cli("list").code == 0
+    assert json.loads(cli("export").out)["tags"] == ["a\ud800"]  # escaped, not altered
