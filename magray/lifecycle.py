@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -85,6 +86,7 @@ class CleanReport:
     cache_entries: int  # embedding-cache entries pruned (or to prune)
     cache_bytes: int
     problems: tuple[str, ...] = ()  # layers left alone, and why
+    purged: int = 0  # trashed records destroyed (or to destroy) after trash_days
 
     def count(self, reason: str) -> int:
         return sum(r.reason == reason for r in self.removed)
@@ -93,7 +95,7 @@ class CleanReport:
         return {"dry_run": self.dry_run,
                 "promoted": len(self.promotion.moved) if self.promotion else 0,
                 "expired": self.count("expired"), "evicted": self.count("evicted"),
-                "skipped": self.skipped,
+                "skipped": self.skipped, "purged": self.purged,
                 "cache": {"entries": self.cache_entries, "bytes": self.cache_bytes},
                 "problems": list(self.problems),
                 "promotions": [d.to_dict() for d in self.promotion.moved] if self.promotion
@@ -268,8 +270,10 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
                                                                if d.promote)) \
         if promote_first else None
     entries, size = prune_cache(memory, settings.embed_cache_mb, dry_run=dry_run)
+    purged = memory.empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
+                                dry_run=dry_run)
     return CleanReport(dry_run, promotion, tuple(removals), skipped, entries, size,
-                       tuple(problems.values()))
+                       tuple(problems.values()), len(purged))
 
 
 def _unsyncable_layers(memory: "Memory") -> dict[str, str]:
@@ -350,12 +354,12 @@ def _apply_clean(memory: "Memory", decisions: list[PromotionDecision],
         for decision in (d for d in decisions if d.promote):
             done[decision.id] = move(conn, decision, when)
         for removal in removals:
-            # Only if nobody used or moved it since the plan: a search in between saves it.
-            cursor = conn.execute(
-                "DELETE FROM records WHERE id = ? AND layer = ? AND access_count = ? "
-                "AND last_access IS ?",
-                (removal.id, removal.layer, removal.access_count, removal.last_access))
-            if cursor.rowcount:
+            # To the trash, and only if nobody used or moved it since the plan: a search in
+            # between saves it.
+            if memory.db.trash(conn, removal.id, removal.reason, when,
+                               where="layer = ? AND access_count = ? AND last_access IS ?",
+                               params=(removal.layer, removal.access_count,
+                                       removal.last_access)):
                 removed.append(removal)
     touched = ({d.layer for d in decisions if d.id in done}
                | {d.target for d in decisions if d.id in done} | {r.layer for r in removed})
