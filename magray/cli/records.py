@@ -100,8 +100,8 @@ def forget(
 
 
 def _agreed(records: list[Record], purge: bool) -> bool:
-    """Ask the person at a terminal; scripts (no terminal on stdin and stderr) never wait."""
-    if not (output.is_tty(sys.stdin) and output.is_tty(sys.stderr)):
+    """Ask the person at a terminal; scripts (stdin not a terminal) never wait."""
+    if not output.is_tty(sys.stdin):
         return True
     for r in records[:10]:
         output.stderr().print(f"  {r.id}  {r.layer}  {output.one_line(r.text, 70)}",
