@@ -198,7 +198,7 @@ SPEC: dict[str, Setting] = {
         Setting("trash_days", 30.0,
                 "days forgotten, expired, evicted and merged records stay restorable in the "
                 "trash before clean purges them", minimum=0.0, maximum=36500.0),
-        Setting("access_similarity", 0.5,
+        Setting("access_similarity", 0.35,
                 "cosine similarity a search hit (among the first three) needs to count as an "
                 "access", minimum=-1.0, maximum=1.0),
         Setting("backup_max_age", "7d",
