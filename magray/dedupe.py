@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 NEAR_CANDIDATES = 4  # nearest indexed records checked exactly for a near-duplicate
 REFRESH_AFTER = 4096  # records a store call adds before it re-opens the layer's index
+REFRESH_BYTES = 4 << 20  # ... or sooner, once their vectors take this much memory
 UNREADABLE_SHARE = 0.5  # share of unknown tokens at which the model cannot read a text
 CLUSTER_CHUNK = 4096  # records whose vectors are read (and searched) at once
 
@@ -121,7 +122,7 @@ class NearDuplicates:
         self.memory = memory
         self.threshold = float(memory.settings.near_duplicate_similarity)
         self._views: dict[str, "Index | None"] = {}
-        self._added: dict[str, list[tuple[int, str, np.ndarray]]] = {}
+        self._added: dict[str, _Added] = {}
 
     def find(self, batch: Sequence[NewRecord], vectors: Mapping[str, np.ndarray]
              ) -> dict[int, Near]:
@@ -148,8 +149,9 @@ class NearDuplicates:
         """Remember the records a batch created, for the batches after it."""
         for item, stored in zip(batch, results):
             if not stored.duplicate and item.text in vectors:
-                self._added.setdefault(item.layer, []).append(
-                    (stored.id, item.text, vectors[item.text]))
+                vector = vectors[item.text]
+                added = self._added.setdefault(item.layer, _Added(len(vector)))
+                added.append(stored.id, item.text, vector)
 
     def _layer_near(self, layer: str, batch: Sequence[NewRecord], positions: list[int],
                     vectors: Mapping[str, np.ndarray]) -> dict[int, Near]:
@@ -188,7 +190,8 @@ class NearDuplicates:
                     ) -> list[dict[int, tuple[str, np.ndarray]]]:
         """Per vector: id -> (text, vector) of the records that may be near it: the nearest
         in the layer's index, and any this call added since it opened that index."""
-        if len(self._added.get(layer, ())) > REFRESH_AFTER:
+        added = self._added.get(layer)
+        if added is not None and added.full():
             self._views.pop(layer)
             self._added.pop(layer)
         if layer not in self._views:
@@ -202,12 +205,47 @@ class NearDuplicates:
                                                      if sim >= margin}))
         rows = [{k: stored[k] for k, sim in row if k in stored} for row in found]
         added = self._added.get(layer)
-        if added:
-            sims = np.stack([v for _, _, v in added]) @ matrix.T
-            for row, column in enumerate(sims.T):
-                for i in np.flatnonzero(column >= margin):
-                    rows[row][added[i][0]] = (added[i][1], added[i][2])
+        if added is not None and added.count:
+            sims = added.vectors @ matrix.T
+            best = np.argmax(sims, axis=0)  # the closest is the one that can be reported
+            for row, i in enumerate(best.tolist()):
+                if sims[i, row] >= margin:
+                    rows[row][added.ids[i]] = (added.texts[i], added.vectors[i])
         return rows
+
+
+class _Added:
+    """The records one store call added to a layer since it opened the layer's index, with
+    their vectors copied into one growing matrix (a row kept from the window's matrix would
+    keep that whole window alive)."""
+
+    def __init__(self, dim: int):
+        self.ids: list[int] = []
+        self.texts: list[str] = []
+        self.limit = max(1, min(REFRESH_AFTER, REFRESH_BYTES // (4 * dim)))
+        self._matrix = np.zeros((min(64, self.limit + 1), dim), dtype=np.float32)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._matrix[:self.count]
+
+    def full(self) -> bool:
+        return self.count > self.limit
+
+    def append(self, record_id: int, text: str, vector: np.ndarray) -> None:
+        if self.count == len(self._matrix):
+            size = len(self._matrix)  # doubling up to the limit; past it, by a batch
+            rows = min(2 * size, self.limit + 1) if size <= self.limit else size + 256
+            grown = np.zeros((rows, self._matrix.shape[1]), dtype=np.float32)
+            grown[:self.count] = self._matrix
+            self._matrix = grown
+        self._matrix[self.count] = vector
+        self.ids.append(record_id)
+        self.texts.append(text)
 
 
 def _stored(memory: "Memory", layer: str, ids: list[int]) -> dict[int, tuple[str, np.ndarray]]:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from usearch.index import Index
 
     from .memory import Memory
+    from .store import Store
 
 PROMOTABLE = tuple(PROMOTES_TO)
 FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"
@@ -149,17 +150,18 @@ def _apply_promotions(memory: "Memory", decisions: list[PromotionDecision], dry_
         return [replace(d, outcome=outcome) if d.promote else d for d in decisions]
     when = clock.now_iso()
     with memory.db.write() as conn:  # every move, or none of them
-        done = {d.id: move(conn, d, when) for d in movers}
+        done = {d.id: move(conn, d, when, memory.db) for d in movers}
     memory.sync(sorted({d.layer for d in movers} | {d.target for d in movers}))
     return [replace(d, outcome=done[d.id][0], merged_into=done[d.id][1]) if d.id in done else d
             for d in decisions]
 
 
-def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str
+def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str, store: "Store"
          ) -> tuple[str, int | None]:
     """Move one record up, inside a write transaction: a single UPDATE of its layer, which
     the index-log triggers record for both layers. If its text is already in the target
-    layer, the two become one record there (accesses summed, tags merged)."""
+    layer, the two become one record there (accesses summed, tags merged) and the moved
+    one goes to the trash, as merged into it."""
     row = conn.execute("SELECT content_hash, tags, access_count, importance, created_at, "
                        "last_access FROM records WHERE id = ? AND layer = ?",
                        (decision.id, decision.layer)).fetchone()
@@ -177,7 +179,7 @@ def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str
                  "importance = max(importance, ?), created_at = ?, last_access = ?, "
                  "updated_at = ? WHERE id = ?",
                  (row[2], tags, row[3], min(row[4], twin[2]), last_access, when, twin[0]))
-    conn.execute("DELETE FROM records WHERE id = ?", (decision.id,))
+    store.trash(conn, decision.id, "merged", when, merged_into=twin[0])
     return "merged", twin[0]
 
 
@@ -352,7 +354,7 @@ def _apply_clean(memory: "Memory", decisions: list[PromotionDecision],
     removed: list[Removal] = []
     with memory.db.write() as conn:
         for decision in (d for d in decisions if d.promote):
-            done[decision.id] = move(conn, decision, when)
+            done[decision.id] = move(conn, decision, when, memory.db)
         for removal in removals:
             # To the trash, and only if nobody used or moved it since the plan: a search in
             # between saves it.

@@ -152,11 +152,11 @@ def test_a_crash_inside_the_promotion_transaction_moves_nothing(fake_memory, mon
     second = add(m, "critical: renew the tls certificate", importance=1.0)
     real_move, calls = lifecycle.move, []
 
-    def move_then_crash(conn, decision, when):
+    def move_then_crash(conn, decision, when, store):
         calls.append(decision.id)
         if len(calls) == 2:
             raise RuntimeError("killed mid-way")
-        return real_move(conn, decision, when)
+        return real_move(conn, decision, when, store)
 
     monkeypatch.setattr(lifecycle, "move", move_then_crash)
     with pytest.raises(RuntimeError):

@@ -59,12 +59,19 @@ def test_near_pairs_and_unreadable_scripts_all_kept(memory, together):
     assert not any(blind & c for c in clusters)
 
 
-def test_store_reports_a_near_duplicate_in_json_and_on_a_terminal(cli):
+def test_store_reports_a_near_duplicate_in_json_and_on_a_terminal(cli, monkeypatch):
+    import sys
+
+    from magray.cli import output
+
     cli("store", PAIRS[0][0])
     result = cli("store", PAIRS[0][1], "--json")
     data = json.loads(result.out)
     assert data[0]["near"] == 1 and data[0]["id"] == 2 and 0.95 <= data[0]["similarity"] < 1
     assert data[0]["duplicate"] is False
+    monkeypatch.setattr(output, "is_tty", lambda stream: stream is sys.stderr)
+    told = " ".join(cli("store", PAIRS[1][0], PAIRS[1][1]).err.split())  # rich wraps lines
+    assert told.startswith("#4 resembles #3 (similarity 0.96") and told.count("resembles") == 1
 
 
 def test_duplicates_lists_clusters_and_merges_only_on_request(memory, cli):
