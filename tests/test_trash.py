@@ -255,3 +255,13 @@ def test_an_old_database_migrates_without_touching_records_or_indexes(home):
         assert m.trash() == [] and embedder.calls == calls  # nothing re-embedded
         in_step(m)
     assert hashlib.sha256(index_file.read_bytes()).hexdigest() == digest
+
+
+def test_a_promotion_that_meets_its_twin_trashes_the_moved_copy(fake_memory):
+    low = fake_memory.store_texts(["rotate the api keys"], layer="interact", tags=("a",))[0].id
+    high = fake_memory.store_texts(["rotate the api keys"], layer="insights")[0].id
+    report = fake_memory.promote(ids=[low], threshold=0)
+    assert [(d.outcome, d.merged_into) for d in report.decisions] == [("merged", high)]
+    assert [(t.record.id, t.reason, t.merged_into) for t in fake_memory.trash()] == [
+        (low, "merged", high)]
+    assert fake_memory.get(high).tags == ("a",)
