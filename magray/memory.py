@@ -790,6 +790,7 @@ class Memory:
             progress=progress)
         if dry_run:
             return result
+        self.db._migrate()  # an archive from an older magray gets this schema (the trash...)
         return with_fields(result, synced=tuple(self.sync()))
 
     def _model_key_after(self, config_file: Path | None) -> str:
