@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 from .errors import (BusyError, ConfigError, InputError, IntegrityError, MagrayError,
                      ModelError, ModelMismatchError, NotFoundError)
-from .records import LAYERS, Filters, Hit, NewRecord, Record, Stored
+from .records import LAYERS, Filters, Hit, NewRecord, Record, Stored, Trashed
 
 if TYPE_CHECKING:
     from .memory import Memory
@@ -26,6 +26,6 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Memory", "Record", "Hit", "Stored", "NewRecord", "Filters", "LAYERS",
+__all__ = ["Memory", "Record", "Hit", "Stored", "Trashed", "NewRecord", "Filters", "LAYERS",
            "MagrayError", "InputError", "ConfigError", "ModelError", "ModelMismatchError",
            "BusyError", "IntegrityError", "NotFoundError", "__version__"]

@@ -185,11 +185,22 @@ SPEC: dict[str, Setting] = {
         Setting("clean_promotes", True, "clean runs promote first, before anything expires"),
         Setting("embed_cache_mb", 64.0, "size the embedding cache is pruned to (LRU), in MB",
                 minimum=0.0, maximum=1e6),
-        Setting("near_duplicate_merge", True,
-                "merge a stored text into a near-identical record of the same layer"),
+        Setting("near_duplicate_merge", False,
+                "no longer merges: a near-duplicate is always stored as its own record and "
+                "reported; merge on purpose with `magray duplicates --merge` (kept so old "
+                "config files load)"),
         Setting("near_duplicate_similarity", 0.95,
-                "cosine similarity at which a new text is a near-duplicate",
+                "cosine similarity at which a new text is reported as a near-duplicate",
                 minimum=0.5, maximum=1.0),
+        Setting("default_layer", "assets",
+                "layer of what store and import get without a layer: assets keeps it until "
+                "you remove it", choices=("interact", "insights", "assets")),
+        Setting("trash_days", 30.0,
+                "days forgotten, expired, evicted and merged records stay restorable in the "
+                "trash before clean purges them", minimum=0.0, maximum=36500.0),
+        Setting("access_similarity", 0.35,
+                "cosine similarity a search hit (among the first three) needs to count as an "
+                "access", minimum=-1.0, maximum=1.0),
         Setting("backup_max_age", "7d",
                 "age of the newest backup past which status warns ('none': never)",
                 check=_duration_problem),

@@ -1,21 +1,27 @@
-"""Near-duplicates: a new text whose embedding is within near_duplicate_similarity of a
-record of its layer merges into that record instead of becoming a near-twin of it.
+"""Near-duplicates: texts whose embeddings are within near_duplicate_similarity of each
+other in the same layer. They are never merged away when stored: a new text that closely
+resembles a record is stored as its own record and the resemblance is reported, and
+``magray duplicates`` lists the clusters for a person to review (and merge, explicitly).
 
 Stored records are found through the layer's index and re-scored exactly from their stored
-vectors; texts of the same batch are compared with each other directly. ``layers.may_merge``
-vetoes pairs that differ in a number, an identifier or a negation.
+vectors; texts of the same batch are compared with each other directly. Texts the model
+cannot really read (mostly unknown tokens: emoji, scripts outside its vocabulary, control
+characters) all embed to about the same vector, so they are never judged near-duplicates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .layers import may_merge
+from . import clock
+from .errors import InputError, NotFoundError
 from .lifecycle import search_many
-from .records import NewRecord, Stored
+from .records import NewRecord, Record, Stored
 
 if TYPE_CHECKING:
     from usearch.index import Index
@@ -24,16 +30,83 @@ if TYPE_CHECKING:
 
 NEAR_CANDIDATES = 4  # nearest indexed records checked exactly for a near-duplicate
 REFRESH_AFTER = 4096  # records a store call adds before it re-opens the layer's index
+REFRESH_BYTES = 4 << 20  # ... or sooner, once their vectors take this much memory
+UNREADABLE_SHARE = 0.5  # share of unknown tokens at which the model cannot read a text
+CLUSTER_CHUNK = 4096  # records whose vectors are read (and searched) at once
 
 
 @dataclass(frozen=True)
-class Join:
-    """A new text that will merge into a near-identical record: a stored one (``record``)
-    or one created earlier in the same batch (``item``, its position in the batch)."""
+class Near:
+    """A new text that closely resembles a stored record (``record``) or a text stored
+    earlier in the same batch (``item``, its position in the batch)."""
 
     similarity: float
     record: int | None = None
     item: int | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Records of one layer that are near-duplicates of each other (linked pairwise at the
+    threshold or closer); ``similarity`` is the closest pair's."""
+
+    layer: str
+    similarity: float
+    records: tuple[Record, ...]
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "similarity": round(self.similarity, 6),
+                "ids": [r.id for r in self.records],
+                "records": [r.to_dict() for r in self.records]}
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What ``Memory.merge_duplicates`` did: ``kept`` holds the joined metadata; the
+    ``merged`` records went to the trash (``magray trash restore`` brings them back)."""
+
+    kept: Record
+    merged: tuple[Record, ...]
+
+    def to_dict(self) -> dict:
+        return {"kept": self.kept.to_dict(), "trashed": [r.id for r in self.merged]}
+
+
+# -- what the model can read ------------------------------------------------------------------
+
+
+def unreadable(memory: "Memory", texts: Sequence[str]) -> list[bool]:
+    """For each text, whether the model sees mostly unknown tokens in it (or none at all),
+    measured with the model's own tokenizer. Models without a tokenizer.json beside them
+    (or the test suite's fake) read everything."""
+    source = getattr(memory.embedder, "source", None)
+    tokenizer = _tokenizer(str(source)) if source else None
+    if tokenizer is None:
+        return [False] * len(texts)
+    unknown = tokenizer.token_to_id(tokenizer.model.unk_token) \
+        if hasattr(tokenizer.model, "unk_token") else None
+    result = []
+    for encoding in tokenizer.encode_batch(list(texts), add_special_tokens=False):
+        ids = encoding.ids
+        result.append(not ids or (unknown is not None
+                                  and ids.count(unknown) >= UNREADABLE_SHARE * len(ids)))
+    return result
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(source: str) -> Any:
+    path = Path(source) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+# -- at store time ----------------------------------------------------------------------------
 
 
 class NearDuplicates:
@@ -42,74 +115,73 @@ class NearDuplicates:
     Each layer's index is opened once, at the call's first batch for it; the records the
     call itself adds afterwards are compared exactly, from their vectors in memory. A long
     import so pays for an index sync only every ``REFRESH_AFTER`` new records, not every
-    batch. Records other processes store meanwhile are seen at the next refresh (their
-    exact repeats are caught by the database in any case).
+    batch. Records other processes store meanwhile are seen at the next refresh.
     """
 
     def __init__(self, memory: "Memory"):
         self.memory = memory
-        self.enabled = bool(memory.settings.near_duplicate_merge)
         self.threshold = float(memory.settings.near_duplicate_similarity)
         self._views: dict[str, "Index | None"] = {}
-        self._added: dict[str, list[tuple[int, str, np.ndarray]]] = {}
+        self._added: dict[str, _Added] = {}
 
     def find(self, batch: Sequence[NewRecord], vectors: Mapping[str, np.ndarray]
-             ) -> dict[int, Join]:
-        """Which new texts of a batch merge into a near-identical record of their layer,
-        by batch position."""
-        if not self.enabled or not vectors:
+             ) -> dict[int, Near]:
+        """Which new texts of a batch closely resemble a record of their layer (or an
+        earlier text of the batch), by batch position."""
+        if not vectors:
             return {}
-        joins: dict[int, Join] = {}
+        texts = [t for t in dict.fromkeys(i.text for i in batch) if t in vectors]
+        blind = {t for t, bad in zip(texts, unreadable(self.memory, texts)) if bad}
+        found: dict[int, Near] = {}
         for layer in sorted({item.layer for item in batch}):
             positions, seen = [], set()
             for n, item in enumerate(batch):
-                if item.layer == layer and item.text in vectors and item.text not in seen:
+                if item.layer == layer and item.text in vectors and item.text not in seen \
+                        and item.text not in blind:
                     seen.add(item.text)  # a repeat within the batch is an exact duplicate
                     positions.append(n)
             if positions:
-                joins.update(self._layer_joins(layer, batch, positions, vectors))
-        return joins
+                found.update(self._layer_near(layer, batch, positions, vectors))
+        return found
 
     def added(self, batch: Sequence[NewRecord], vectors: Mapping[str, np.ndarray],
               results: Sequence[Stored]) -> None:
         """Remember the records a batch created, for the batches after it."""
-        if not self.enabled:
-            return
         for item, stored in zip(batch, results):
             if not stored.duplicate and item.text in vectors:
-                self._added.setdefault(item.layer, []).append(
-                    (stored.id, item.text, vectors[item.text]))
+                vector = vectors[item.text]
+                added = self._added.setdefault(item.layer, _Added(len(vector)))
+                added.append(stored.id, item.text, vector)
 
-    def _layer_joins(self, layer: str, batch: Sequence[NewRecord], positions: list[int],
-                     vectors: Mapping[str, np.ndarray]) -> dict[int, Join]:
+    def _layer_near(self, layer: str, batch: Sequence[NewRecord], positions: list[int],
+                    vectors: Mapping[str, np.ndarray]) -> dict[int, Near]:
         matrix = np.stack([vectors[batch[n].text] for n in positions])
-        stored = self._nearest_stored(layer, matrix, [batch[n].text for n in positions])
-        joins: dict[int, Join] = {}
-        fresh: list[int] = []  # rows that will become new records
+        stored = self._nearest_stored(layer, matrix)
+        found: dict[int, Near] = {}
         sims = matrix @ matrix.T
         for row, n in enumerate(positions):
-            if stored[row] is not None:
-                joins[n] = Join(stored[row][1], record=stored[row][0])
-                continue
-            earlier = _nearest_fresh(batch, sims, positions, fresh, row, self.threshold)
-            if earlier is not None:
-                joins[n] = Join(earlier[1], item=earlier[0])
-            else:
-                fresh.append(row)
-        return joins
+            earlier = _nearest_earlier(sims, positions, row, self.threshold)
+            best = stored[row]
+            if earlier is not None and (best is None or earlier[1] > best[1]):
+                found[n] = Near(earlier[1], item=earlier[0])
+            elif best is not None:
+                found[n] = Near(best[1], record=best[0])
+        return found
 
-    def _nearest_stored(self, layer: str, matrix: np.ndarray, texts: list[str]
+    def _nearest_stored(self, layer: str, matrix: np.ndarray
                         ) -> list[tuple[int, float] | None]:
-        """For each vector, the most similar stored record of the layer at the threshold or
-        closer that it may merge with (similarities computed exactly)."""
+        """For each vector, the most similar readable stored record of the layer at the
+        threshold or closer (similarities computed exactly)."""
         candidates = self._candidates(layer, matrix)
+        texts = list({t for found in candidates for t, _ in found.values()})
+        blind = {t for t, bad in zip(texts, unreadable(self.memory, texts)) if bad}
         result: list[tuple[int, float] | None] = []
         for row, found in enumerate(candidates):
             best = None
             for key, (text, vector) in found.items():
                 sim = float(vector @ matrix[row])
-                if sim >= self.threshold and (best is None or sim > best[1]) \
-                        and may_merge(texts[row], text):
+                if sim >= self.threshold and text not in blind and (best is None
+                                                                    or sim > best[1]):
                     best = (key, sim)
             result.append(best)
         return result
@@ -118,7 +190,8 @@ class NearDuplicates:
                     ) -> list[dict[int, tuple[str, np.ndarray]]]:
         """Per vector: id -> (text, vector) of the records that may be near it: the nearest
         in the layer's index, and any this call added since it opened that index."""
-        if len(self._added.get(layer, ())) > REFRESH_AFTER:
+        added = self._added.get(layer)
+        if added is not None and added.full():
             self._views.pop(layer)
             self._added.pop(layer)
         if layer not in self._views:
@@ -128,36 +201,175 @@ class NearDuplicates:
         found = search_many(view, matrix, NEAR_CANDIDATES) if view is not None \
             else [[] for _ in range(len(matrix))]
         margin = self.threshold - 0.01  # index distances may be approximate (f16)
-        stored = self._stored(layer, sorted({k for row in found for k, sim in row
-                                             if sim >= margin}))
+        stored = _stored(self.memory, layer, sorted({k for row in found for k, sim in row
+                                                     if sim >= margin}))
         rows = [{k: stored[k] for k, sim in row if k in stored} for row in found]
         added = self._added.get(layer)
-        if added:
-            sims = np.stack([v for _, _, v in added]) @ matrix.T
-            for row, column in enumerate(sims.T):
-                for i in np.flatnonzero(column >= margin):
-                    rows[row][added[i][0]] = (added[i][1], added[i][2])
+        if added is not None and added.count:
+            sims = added.vectors @ matrix.T
+            best = np.argmax(sims, axis=0)  # the closest is the one that can be reported
+            for row, i in enumerate(best.tolist()):
+                if sims[i, row] >= margin:
+                    rows[row][added.ids[i]] = (added.texts[i], added.vectors[i])
         return rows
 
-    def _stored(self, layer: str, ids: list[int]) -> dict[int, tuple[str, np.ndarray]]:
-        """Text and vector of those ``ids`` still in ``layer``."""
-        if not ids:
-            return {}
-        keys, vectors = self.memory.db.vectors(ids, self.memory.dim)
-        texts = dict(self.memory.db.among(ids, "id, text", "layer = ?", (layer,)).fetchall())
-        return {k: (texts[k], v) for k, v in zip(keys.tolist(), vectors) if k in texts}
+
+class _Added:
+    """The records one store call added to a layer since it opened the layer's index, with
+    their vectors copied into one growing matrix (a row kept from the window's matrix would
+    keep that whole window alive)."""
+
+    def __init__(self, dim: int):
+        self.ids: list[int] = []
+        self.texts: list[str] = []
+        self.limit = max(1, min(REFRESH_AFTER, REFRESH_BYTES // (4 * dim)))
+        self._matrix = np.zeros((min(64, self.limit + 1), dim), dtype=np.float32)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._matrix[:self.count]
+
+    def full(self) -> bool:
+        return self.count > self.limit
+
+    def append(self, record_id: int, text: str, vector: np.ndarray) -> None:
+        if self.count == len(self._matrix):
+            size = len(self._matrix)  # doubling up to the limit; past it, by a batch
+            rows = min(2 * size, self.limit + 1) if size <= self.limit else size + 256
+            grown = np.zeros((rows, self._matrix.shape[1]), dtype=np.float32)
+            grown[:self.count] = self._matrix
+            self._matrix = grown
+        self._matrix[self.count] = vector
+        self.ids.append(record_id)
+        self.texts.append(text)
 
 
-def _nearest_fresh(batch: Sequence[NewRecord], sims: np.ndarray, positions: list[int],
-                   fresh: list[int], row: int, threshold: float) -> tuple[int, float] | None:
-    """The most similar new record earlier in the batch, if it is a near-duplicate
-    (``sims``: the batch's texts' similarities to each other)."""
-    if not fresh:
+def _stored(memory: "Memory", layer: str, ids: list[int]) -> dict[int, tuple[str, np.ndarray]]:
+    """Text and vector of those ``ids`` still in ``layer``."""
+    if not ids:
+        return {}
+    keys, vectors = memory.db.vectors(ids, memory.dim)
+    texts = dict(memory.db.among(ids, "id, text", "layer = ?", (layer,)).fetchall())
+    return {k: (texts[k], v) for k, v in zip(keys.tolist(), vectors) if k in texts}
+
+
+def _nearest_earlier(sims: np.ndarray, positions: list[int], row: int, threshold: float
+                     ) -> tuple[int, float] | None:
+    """The most similar text earlier in the batch, if it is a near-duplicate (``sims``: the
+    batch's texts' similarities to each other)."""
+    if not row:
         return None
-    rows = np.asarray(fresh)
-    close = rows[sims[row, rows] >= threshold]
-    for sim, earlier_row in sorted(zip(sims[row, close].tolist(), close.tolist()), reverse=True):
-        earlier = positions[earlier_row]
-        if may_merge(batch[positions[row]].text, batch[earlier].text):
-            return earlier, sim
-    return None
+    column = sims[row, :row]
+    best = int(np.argmax(column))
+    return (positions[best], float(column[best])) if column[best] >= threshold else None
+
+
+# -- review: ``magray duplicates`` -------------------------------------------------------------
+
+
+def clusters(memory: "Memory", layers: Sequence[str], threshold: float) -> list[Cluster]:
+    """Clusters of near-duplicate records in each layer, closest first. Each record's
+    nearest neighbours come from the layer's index and are re-scored exactly."""
+    if memory.recorded_model()[1] is None:
+        return []
+    result: list[Cluster] = []
+    for layer in layers:
+        pairs = _layer_pairs(memory, layer, threshold)
+        result += _join(memory, layer, pairs)
+    result.sort(key=lambda c: (-c.similarity, c.records[0].id))
+    return result
+
+
+def _layer_pairs(memory: "Memory", layer: str, threshold: float
+                 ) -> dict[tuple[int, int], float]:
+    view = memory.index(layer).open_view()
+    if view is None:
+        return {}
+    pairs: dict[tuple[int, int], float] = {}
+    ids = [r[0] for r in memory.db.conn.execute(
+        "SELECT id FROM records WHERE layer = ? ORDER BY id", (layer,))]
+    margin = threshold - 0.01  # index distances may be approximate (f16)
+    for start in range(0, len(ids), CLUSTER_CHUNK):
+        keys, vectors = memory.db.vectors(ids[start:start + CLUSTER_CHUNK], memory.dim)
+        found = search_many(view, vectors, NEAR_CANDIDATES + 1)
+        close = sorted({k for row in found for k, sim in row if sim >= margin})
+        near = _stored(memory, layer, close)
+        for key, vector, row in zip(keys.tolist(), vectors, found):
+            for other, sim in row:
+                if other != key and other in near and (exact := float(
+                        near[other][1] @ vector)) >= threshold:
+                    pairs[min(key, other), max(key, other)] = exact
+    if not pairs:
+        return {}
+    texts = dict(memory.db.among({i for p in pairs for i in p}, "id, text").fetchall())
+    order = list(texts)
+    blind = {i for i, bad in zip(order, unreadable(memory, [texts[i] for i in order])) if bad}
+    return {p: s for p, s in pairs.items() if not blind & set(p)}
+
+
+def _join(memory: "Memory", layer: str, pairs: Mapping[tuple[int, int], float]
+          ) -> list[Cluster]:
+    """Union the pairs into clusters (a record is in at most one)."""
+    parent: dict[int, int] = {}
+
+    def root(i: int) -> int:
+        while parent.setdefault(i, i) != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        parent[root(b)] = root(a)
+    groups: dict[int, list[int]] = {}
+    for i in sorted(parent):
+        groups.setdefault(root(i), []).append(i)
+    best: dict[int, float] = {}
+    for (a, _), sim in pairs.items():
+        best[root(a)] = max(best.get(root(a), 0.0), sim)
+    records = memory.db.records(list(parent))
+    return [Cluster(layer, best[r], tuple(records[i] for i in members if i in records))
+            for r, members in groups.items()]
+
+
+def merge(memory: "Memory", ids: Sequence[int]) -> Merged:
+    """Join records of one layer into the first: tags united, the highest importance, the
+    accesses summed, the earliest creation and latest access; kind, project and session
+    kept where the first has none. The others go to the trash, as merged into the first."""
+    wanted = list(dict.fromkeys(ids))
+    if len(wanted) < 2:
+        raise InputError("--merge needs at least two record ids (the first is kept)")
+    with memory.db.write() as conn:
+        found = memory.db.records(wanted)
+        if missing := [i for i in wanted if i not in found]:
+            raise NotFoundError(f"no record with id {', '.join(map(str, missing))}; "
+                                "nothing was merged")
+        group = [found[i] for i in wanted]
+        if len({r.layer for r in group}) > 1:
+            raise InputError("records of different layers cannot be merged; nothing was merged")
+        kept = _joined(group, clock.now_iso())
+        memory.db.update_metadata(conn, kept)
+        for record in group[1:]:
+            memory.db.trash(conn, record.id, "merged", kept.updated_at, merged_into=kept.id)
+    return Merged(kept, tuple(group[1:]))
+
+
+def _joined(group: Sequence[Record], when: str) -> Record:
+    from dataclasses import replace
+
+    first = group[0]
+    accesses = [r.last_access for r in group if r.last_access]
+    fields: dict[str, Any] = {
+        "tags": tuple(sorted({t for r in group for t in r.tags})),
+        "importance": max(r.importance for r in group),
+        "access_count": sum(r.access_count for r in group),
+        "created_at": min(r.created_at for r in group),
+        "last_access": max(accesses) if accesses else None, "updated_at": when}
+    for name in ("kind", "project", "session"):
+        fields[name] = getattr(first, name) or next(
+            (getattr(r, name) for r in group if getattr(r, name)), None)
+    return replace(first, **fields)
+

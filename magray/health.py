@@ -162,6 +162,7 @@ class Health:
     operations: tuple[OperationStats, ...]
     backups: BackupHealth
     alerts: tuple[Alert, ...]
+    trash: int = 0  # records in the trash, restorable until clean purges them
 
     @property
     def healthy(self) -> bool:
@@ -192,6 +193,7 @@ class Health:
             "cache": cache,
             "operations": {op.name: asdict(op) for op in self.operations},
             "backups": asdict(self.backups),
+            "trash": {"records": self.trash},
             "alerts": [asdict(a) for a in self.alerts],
         }
 
@@ -245,7 +247,7 @@ class _Checker:
             database_bytes=_size(where.database) + _size(_wal(where.database)),
             store_id=facts["store_id"],
             layers=facts["layers"], model=model, cache=facts["cache"],
-            operations=facts["operations"], backups=backups,
+            operations=facts["operations"], backups=backups, trash=facts["trash"],
             alerts=tuple(sorted(self.alerts, key=lambda a: order[a.severity])))
 
     # -- the database ---------------------------------------------------------------------
@@ -274,6 +276,11 @@ class _Checker:
             return None
         return reader
 
+    def _trash(self, store: Reader) -> int:
+        if "trash" not in self.tables:  # a database the running magray has not migrated yet
+            return 0
+        return store.conn.execute("SELECT count(*) FROM trash").fetchone()[0]
+
     def _unreadable(self, exc: Exception) -> None:
         self.alert("error", "database_unreadable",
                    f"the database {self.where.database} cannot be read: {exc}",
@@ -288,14 +295,15 @@ class _Checker:
                     return {"store_id": store.store_id, "model": model,
                             "layers": tuple(self._layer(name, model.dimension)
                                             for name in LAYERS),
-                            "cache": self._cache(), "operations": self._operations()}
+                            "cache": self._cache(), "operations": self._operations(),
+                            "trash": self._trash(store)}
             except sqlite3.DatabaseError as exc:  # damaged pages: report what is known
                 del self.alerts[alerts_before:]
                 self._unreadable(exc)
             self.store = None
         return {"store_id": None, "model": self._model(None),
                 "layers": tuple(self._layer(name) for name in LAYERS),
-                "cache": CacheHealth(0, 0, 0, 0, 0),
+                "cache": CacheHealth(0, 0, 0, 0, 0), "trash": 0,
                 "operations": tuple(OperationStats(op, 0, None, None, None, 0, 0.0)
                                     for op in OPERATIONS)}
 
@@ -329,7 +337,8 @@ class _Checker:
             ttl = self.settings.values[f"ttl_{name}"]
             self.alert("warning", "expired_pending",
                        f"{layer.expired:,} record(s) in {name} are past the layer's TTL of {ttl}",
-                       "run `magray clean` (in cron, to keep up)", name)
+                       "run `magray clean` (in cron, to keep up): it moves them to the trash, "
+                       "restorable with `magray trash restore` for trash_days", name)
         if layer.records > layer.capacity:
             self.alert("warning", "over_capacity",
                        f"{name} holds {layer.records:,} records, over its capacity of "

@@ -15,6 +15,11 @@ importance     the record's own importance, as the user set it                  
 neighbours     near neighbours in the layer / 5, at most 1 (a recurring topic)   0.10
 =============  ==============================================================  =======
 
+An *access* is a use that meant something: a search hit plausibly wanted (``Memory.accessed``:
+among the first three hits and at least ``access_similarity`` alike to the query; in keyword
+mode the first hit), a ``show`` of the record, or the same text stored again. The other hits
+a search shows are not accesses, so unrelated searches do not promote a note.
+
 "Last use" is the later of the last access and the moment the record was stored: the TTL
 clock runs from it, and a record nobody has searched for yet is as fresh as its storing.
 Age counts for a record because one that is still wanted near the end of its layer's life

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from usearch.index import Index
 
     from .memory import Memory
+    from .store import Store
 
 PROMOTABLE = tuple(PROMOTES_TO)
 FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"
@@ -85,6 +87,7 @@ class CleanReport:
     cache_entries: int  # embedding-cache entries pruned (or to prune)
     cache_bytes: int
     problems: tuple[str, ...] = ()  # layers left alone, and why
+    purged: int = 0  # trashed records destroyed (or to destroy) after trash_days
 
     def count(self, reason: str) -> int:
         return sum(r.reason == reason for r in self.removed)
@@ -93,7 +96,7 @@ class CleanReport:
         return {"dry_run": self.dry_run,
                 "promoted": len(self.promotion.moved) if self.promotion else 0,
                 "expired": self.count("expired"), "evicted": self.count("evicted"),
-                "skipped": self.skipped,
+                "skipped": self.skipped, "purged": self.purged,
                 "cache": {"entries": self.cache_entries, "bytes": self.cache_bytes},
                 "problems": list(self.problems),
                 "promotions": [d.to_dict() for d in self.promotion.moved] if self.promotion
@@ -147,17 +150,18 @@ def _apply_promotions(memory: "Memory", decisions: list[PromotionDecision], dry_
         return [replace(d, outcome=outcome) if d.promote else d for d in decisions]
     when = clock.now_iso()
     with memory.db.write() as conn:  # every move, or none of them
-        done = {d.id: move(conn, d, when) for d in movers}
+        done = {d.id: move(conn, d, when, memory.db) for d in movers}
     memory.sync(sorted({d.layer for d in movers} | {d.target for d in movers}))
     return [replace(d, outcome=done[d.id][0], merged_into=done[d.id][1]) if d.id in done else d
             for d in decisions]
 
 
-def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str
+def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str, store: "Store"
          ) -> tuple[str, int | None]:
     """Move one record up, inside a write transaction: a single UPDATE of its layer, which
     the index-log triggers record for both layers. If its text is already in the target
-    layer, the two become one record there (accesses summed, tags merged)."""
+    layer, the two become one record there (accesses summed, tags merged) and the moved
+    one goes to the trash, as merged into it."""
     row = conn.execute("SELECT content_hash, tags, access_count, importance, created_at, "
                        "last_access FROM records WHERE id = ? AND layer = ?",
                        (decision.id, decision.layer)).fetchone()
@@ -175,7 +179,7 @@ def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str
                  "importance = max(importance, ?), created_at = ?, last_access = ?, "
                  "updated_at = ? WHERE id = ?",
                  (row[2], tags, row[3], min(row[4], twin[2]), last_access, when, twin[0]))
-    conn.execute("DELETE FROM records WHERE id = ?", (decision.id,))
+    store.trash(conn, decision.id, "merged", when, merged_into=twin[0])
     return "merged", twin[0]
 
 
@@ -268,8 +272,10 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
                                                                if d.promote)) \
         if promote_first else None
     entries, size = prune_cache(memory, settings.embed_cache_mb, dry_run=dry_run)
+    purged = memory.empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
+                                dry_run=dry_run)
     return CleanReport(dry_run, promotion, tuple(removals), skipped, entries, size,
-                       tuple(problems.values()))
+                       tuple(problems.values()), len(purged))
 
 
 def _unsyncable_layers(memory: "Memory") -> dict[str, str]:
@@ -348,14 +354,14 @@ def _apply_clean(memory: "Memory", decisions: list[PromotionDecision],
     removed: list[Removal] = []
     with memory.db.write() as conn:
         for decision in (d for d in decisions if d.promote):
-            done[decision.id] = move(conn, decision, when)
+            done[decision.id] = move(conn, decision, when, memory.db)
         for removal in removals:
-            # Only if nobody used or moved it since the plan: a search in between saves it.
-            cursor = conn.execute(
-                "DELETE FROM records WHERE id = ? AND layer = ? AND access_count = ? "
-                "AND last_access IS ?",
-                (removal.id, removal.layer, removal.access_count, removal.last_access))
-            if cursor.rowcount:
+            # To the trash, and only if nobody used or moved it since the plan: a search in
+            # between saves it.
+            if memory.db.trash(conn, removal.id, removal.reason, when,
+                               where="layer = ? AND access_count = ? AND last_access IS ?",
+                               params=(removal.layer, removal.access_count,
+                                       removal.last_access)):
                 removed.append(removal)
     touched = ({d.layer for d in decisions if d.id in done}
                | {d.target for d in decisions if d.id in done} | {r.layer for r in removed})

@@ -25,7 +25,7 @@ from .errors import InputError, ModelMismatchError, NotFoundError
 from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
-                      content_hash)
+                      Trashed, content_hash)
 from .store import Op, Store, VectorNeeded, fts_query
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_m
 STORE_BATCH = 256
 CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
 WINDOW_BYTES = 4 << 20  # vectors embedded together (longest first: little padding)
+ACCESS_RANKS = 3  # a search hit below this rank is never counted as an access
 
 
 class Memory:
@@ -177,7 +178,9 @@ class Memory:
     def store(self, items: Iterable[NewRecord], *, progress: Progress | None = None
               ) -> list[Stored]:
         """Store validated records; the same text in the same layer is counted as an access
-        of the existing record instead of being stored twice. ``items`` may be a lazy
+        of the existing record instead of being stored twice. A new text that closely
+        resembles a record of its layer is stored all the same; ``Stored.near`` names the
+        record it resembles (``magray duplicates`` reviews them). ``items`` may be a lazy
         iterable (``ingest.Validated``): at most two windows of texts are held, and one
         window of vectors (``WINDOW_BYTES``)."""
         self.check_model()
@@ -211,10 +214,12 @@ class Memory:
                           "the next command will repair it")
 
     def store_texts(self, texts: Sequence[str], **fields) -> list[Stored]:
-        """Convenience: store plain texts with shared metadata (layer, tags, project...)."""
+        """Convenience: store plain texts with shared metadata (layer, tags, project...);
+        without a layer, they go to the setting default_layer (assets: kept until removed)."""
         from .ingest import from_args
 
         fields["tags"] = tuple(fields.get("tags", ()))
+        fields["layer"] = fields.get("layer") or self.settings.default_layer
         template = NewRecord(text="", **fields)
         check_layer(template.layer)
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
@@ -231,9 +236,9 @@ class Memory:
             batch = window[start:start + STORE_BATCH]
             final = last and start + STORE_BATCH >= len(window)  # the call's figures ride here
             while True:
-                joins = near.find(batch, vectors)
+                found = near.find(batch, vectors)
                 try:
-                    stored = self._insert(batch, vectors, joins, last=final)
+                    stored = self._insert(batch, vectors, found, last=final)
                 except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                     text = str(missing)
                     vectors[text] = self._vectors([text], "document")[0]
@@ -262,19 +267,21 @@ class Memory:
         return vectors
 
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
-                joins: "dict[int, dedupe.Join]", *, last: bool = False) -> list[Stored]:
+                found: "dict[int, dedupe.Near]", *, last: bool = False) -> list[Stored]:
         when = clock.now_iso()
         results: list[Stored] = []
         with self.db.write() as conn:
             for n, item in enumerate(batch):
-                join = joins.get(n)
-                target = None if join is None else (
-                    join.record if join.record is not None else results[join.item].id)
-                record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when,
-                                                      join=target)
-                similarity = None if not duplicate else (
-                    join.similarity if join is not None and record_id == target else 1.0)
-                results.append(Stored(record_id, item.layer, duplicate, similarity))
+                record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
+                near = found.get(n)
+                if duplicate:
+                    results.append(Stored(record_id, item.layer, True, 1.0))
+                elif near is None:
+                    results.append(Stored(record_id, item.layer, False))
+                else:
+                    other = near.record if near.record is not None else results[near.item].id
+                    results.append(Stored(record_id, item.layer, False, near.similarity,
+                                          other if other != record_id else None))
             if last and self._op is not None:  # the call's figures ride on its last commit
                 self.db.record_op(conn, self._op)
         return results
@@ -304,10 +311,22 @@ class Memory:
             self._op = None
         if request.track:  # untracked searches write nothing, so they are not timed either
             op.items = len(hits)
-            self.db.touch([h.record.id for h in hits], op=op)
+            used = self.accessed(hits)
+            self.db.touch(sorted(used), op=op)
             hits = [replace(h, record=replace(h.record, access_count=h.record.access_count + 1))
-                    for h in hits]
+                    if h.record.id in used else h for h in hits]
         return hits
+
+    def accessed(self, hits: Sequence[Hit]) -> set[int]:
+        """The hits of a search that count as an access: those plausibly wanted, not every
+        one shown. A hit counts when it ranks among the first ACCESS_RANKS and its cosine
+        similarity to the query is at least the setting access_similarity; in keyword mode
+        (no similarity) only the first hit counts. ``show`` always counts."""
+        floor = self.settings.access_similarity
+        if hits and all(h.similarity is None for h in hits):
+            return {hits[0].record.id}
+        return {h.record.id for h in hits[:ACCESS_RANKS]
+                if h.similarity is not None and h.similarity >= floor}
 
     def _find(self, request: SearchRequest) -> list[Hit]:
         layers = request.layers or LAYERS
@@ -519,9 +538,18 @@ class Memory:
 
     # -- changing records -----------------------------------------------------------------
 
-    def forget(self, ids: Sequence[int]) -> list[Record]:
-        """Delete records (and, through the index log, their vectors from the indexes).
-        All or nothing: if any id does not exist, nothing is deleted."""
+    def show(self, record_id: int) -> Record | None:
+        """One record by id, counted as an access (a person asked for it), or None."""
+        if self.db.records([record_id]):
+            self.db.touch([record_id])
+        return self.get(record_id)
+
+    def forget(self, ids: Sequence[int], *, purge: bool = False, dry_run: bool = False
+               ) -> list[Record]:
+        """Move records to the trash (out of search, list, export and the indexes; back with
+        ``restore_from_trash`` until ``clean`` purges the trash after trash_days). ``purge``
+        destroys them at once instead (a secret pasted by mistake). All or nothing: if any
+        id does not exist, nothing is removed. ``dry_run`` only looks them up."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             raise InputError("no record ids given")
@@ -530,9 +558,100 @@ class Memory:
             if missing := [i for i in wanted if i not in found]:
                 raise NotFoundError(f"no record with id {', '.join(map(str, missing))}; "
                                     "nothing was forgotten")
-            self.db.delete(conn, wanted)
+            if dry_run:
+                return [found[i] for i in wanted]
+            when = clock.now_iso()
+            for record_id in wanted:
+                self.db.trash(conn, record_id, "forgotten", when)
+            if purge:
+                self.db.purge_trash(conn, wanted)
         self._sync_after_write(sorted({r.layer for r in found.values()}))
         return [found[i] for i in wanted]
+
+    # -- the trash ------------------------------------------------------------------------
+
+    def trash(self, ids: Sequence[int] | None = None) -> list[Trashed]:
+        """What is in the trash (forgotten, expired, evicted or merged records, for
+        trash_days), most recently trashed first; or only those of ``ids``."""
+        return self.db.trashed(ids)
+
+    def restore_from_trash(self, ids: Sequence[int]) -> list[Record]:
+        """Put trashed records back whole: same id, text, metadata and layer, findable
+        again by meaning and by words. All or nothing: NotFoundError if an id is not in the
+        trash, InputError if its text was stored again in its layer meanwhile."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            raise InputError("no record ids given")
+        vectors = self._restore_vectors(wanted)
+        with self.db.write() as conn:
+            found = {t.record.id: t.record for t in self.db.trashed(wanted)}
+            if missing := [i for i in wanted if i not in found]:
+                raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in "
+                                    "the trash; nothing was restored")
+            for record_id in wanted:
+                record = found[record_id]
+                twin = self.db.find(conn, record.layer, record.content_hash)
+                if twin is not None:
+                    raise InputError(f"record {record_id}'s text is stored again in "
+                                     f"{record.layer} as record {twin.id}; forget {twin.id} "
+                                     "first to restore it; nothing was restored")
+                self.db.untrash(conn, record_id, vectors.get(record_id))
+        self._sync_after_write(sorted({r.layer for r in found.values()}))
+        return [found[i] for i in wanted]
+
+    def _restore_vectors(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """New vectors for trashed records made by another model than the memory's now
+        (after `optimize --reembed`); the others keep their stored vector."""
+        key, dim = self.recorded_model()
+        stale = {i: blob for i, (blob, model) in self.db.trash_vectors(ids).items()
+                 if key is not None and (model != key or len(blob) != (dim or 0) * 4)}
+        if not stale:
+            return {}
+        self.check_model()
+        texts = {t.record.id: t.record.text for t in self.db.trashed(list(stale))}
+        fresh = self._vectors([texts[i] for i in stale], "document")
+        return {i: np.ascontiguousarray(v, dtype=np.float32).tobytes()
+                for i, v in zip(stale, fresh)}
+
+    def empty_trash(self, *, ids: Sequence[int] | None = None, older_than: str | None = None,
+                    dry_run: bool = False) -> list[Trashed]:
+        """Destroy trashed records for good: those of ``ids``, or those trashed before the
+        ISO time ``older_than``, or all. Returns them (``dry_run``: only lists them)."""
+        doomed = [t for t in self.db.trashed(ids)
+                  if older_than is None or t.trashed_at < older_than]
+        if ids is not None and (missing := sorted(set(ids) - {t.record.id for t in doomed})):
+            raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in the "
+                                "trash; nothing was destroyed")
+        if dry_run or not doomed:
+            return doomed
+        with self.db.write() as conn:
+            self.db.purge_trash(conn, [t.record.id for t in doomed])
+        return doomed
+
+    # -- near-duplicates (magray/dedupe.py) -----------------------------------------------
+
+    def duplicates(self, *, layers: Sequence[str] = (), similarity: float | None = None
+                   ) -> "list[dedupe.Cluster]":
+        """Clusters of near-duplicate records in each layer (cosine similarity at least
+        ``similarity``, default the setting near_duplicate_similarity), closest first.
+        Texts the model cannot read (mostly unknown tokens) are never clustered."""
+        from . import dedupe
+
+        _check_layers(layers)
+        threshold = self.settings.near_duplicate_similarity if similarity is None \
+            else similarity
+        if not 0 < threshold <= 1:
+            raise InputError(f"--similarity must be above 0 and at most 1, got {threshold}")
+        return dedupe.clusters(self, tuple(dict.fromkeys(layers)) or LAYERS, threshold)
+
+    def merge_duplicates(self, ids: Sequence[int]) -> "dedupe.Merged":
+        """Merge records of one layer into the first of ``ids``: its metadata joins theirs
+        (tags, accesses, importance, times); the others go to the trash, restorable."""
+        from . import dedupe
+
+        merged = dedupe.merge(self, ids)
+        self._sync_after_write([merged.kept.layer])
+        return merged
 
     def import_records(self, entries: Iterable["Entry"], *, progress: Progress | None = None
                        ) -> "ImportReport":
@@ -671,6 +790,7 @@ class Memory:
             progress=progress)
         if dry_run:
             return result
+        self.db._migrate()  # an archive from an older magray gets this schema (the trash...)
         return with_fields(result, synced=tuple(self.sync()))
 
     def _model_key_after(self, config_file: Path | None) -> str:

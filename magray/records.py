@@ -76,14 +76,32 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Trashed:
+    """A record in the trash: removed by ``reason`` (forgotten, expired, evicted, merged)
+    at ``trashed_at``, restorable whole until ``clean`` purges it after trash_days."""
+
+    record: Record
+    trashed_at: str
+    reason: str
+    merged_into: int | None = None
+
+    def to_dict(self) -> dict:
+        return {**self.record.to_dict(), "trashed_at": self.trashed_at, "reason": self.reason,
+                "merged_into": self.merged_into}
+
+
+@dataclass(frozen=True)
 class Stored:
-    """The outcome of storing one text: its record id, and whether it joined an existing one
-    (``similarity``: 1.0 for the same text, the cosine similarity for a near-duplicate)."""
+    """The outcome of storing one text: its record id, and whether it was already stored
+    (``duplicate``: the same text in the same layer, counted as an access; ``similarity``
+    1.0). A new text that closely resembles a record of its layer is stored all the same,
+    and ``near`` names that record (``similarity``: their cosine similarity)."""
 
     id: int
     layer: str
     duplicate: bool
     similarity: float | None = None
+    near: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,7 +28,7 @@ import numpy as np
 from . import clock
 from .errors import BusyError, IntegrityError, MagrayError
 from .reader import Reader, _translate
-from .records import LAYERS, Filters, NewRecord, Record
+from .records import LAYERS, Filters, NewRecord, Record, Trashed
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
 
@@ -189,6 +189,38 @@ def m003_pending_embedding(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
+def m004_trash(db: sqlite_utils.Database) -> None:
+    # What forget, expiry, eviction and merges remove waits here for trash_days before
+    # `magray clean` purges it. A trashed record leaves `records` (so search, list, export
+    # and the indexes never see it, through the same triggers as a delete) but keeps its id:
+    # AUTOINCREMENT never issues that id again, so a restore puts it back unchanged. The
+    # vector stays too, with the model that made it, so a restore needs no re-embedding.
+    db.executescript("""
+    CREATE TABLE trash (
+        id INTEGER PRIMARY KEY,                -- the record's own id
+        text TEXT NOT NULL,
+        layer TEXT NOT NULL,
+        kind TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',
+        project TEXT,
+        session TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        last_access TEXT,
+        access_count INTEGER NOT NULL DEFAULT 0,
+        importance REAL NOT NULL DEFAULT 0,
+        content_hash TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        model TEXT,                            -- meta model_key when it was trashed
+        trashed_at TEXT NOT NULL,              -- fixed-width ISO 8601 UTC
+        reason TEXT NOT NULL,                  -- forgotten, expired, evicted, merged
+        merged_into INTEGER                    -- the record a merge kept, if any
+    );
+    CREATE INDEX trash_trashed_at ON trash(trashed_at);
+    """)
+
+
+@migrations()
 def m005_repair_text(db: sqlite_utils.Database) -> None:
     # magray up to 0.1.0 accepted a tag holding a lone surrogate (JSON Lines "a\ud800"),
     # kept as that escape in the tags JSON; read back, it made every export and --json
@@ -196,14 +228,15 @@ def m005_repair_text(db: sqlite_utils.Database) -> None:
     # columns cannot hold one: sqlite3 refuses to bind such a string.)
     from .controls import has_surrogate, without_surrogates
 
-    rows = db.execute("SELECT id, tags FROM records WHERE instr(lower(tags), '\\ud') > 0"
-                      ).fetchall()
-    for record_id, tags in rows:
-        values = json.loads(tags)
-        if any(has_surrogate(tag) for tag in values):
-            repaired = sorted({without_surrogates(tag) for tag in values})
-            db.execute("UPDATE records SET tags = ? WHERE id = ?",
-                       (json.dumps(repaired), record_id))
+    for table in ("records", "trash"):
+        rows = db.execute(f"SELECT id, tags FROM {table} WHERE instr(lower(tags), '\\ud') > 0"
+                          ).fetchall()
+        for record_id, tags in rows:
+            values = json.loads(tags)
+            if any(has_surrogate(tag) for tag in values):
+                repaired = sorted({without_surrogates(tag) for tag in values})
+                db.execute(f"UPDATE {table} SET tags = ? WHERE id = ?",
+                           (json.dumps(repaired), record_id))
 
 
 @dataclass
@@ -314,10 +347,9 @@ class Store(Reader):
         return found
 
     def insert(self, conn: sqlite3.Connection, item: NewRecord, vector: np.ndarray | None,
-               when: str, join: int | None = None) -> tuple[int, bool]:
-        """Insert one record inside a write transaction, or count a duplicate as an access.
-        Returns (id, duplicate). ``join`` names a near-duplicate record of the same layer to
-        merge into when the text itself is new (if it still exists). ``vector`` may be None
+               when: str) -> tuple[int, bool]:
+        """Insert one record inside a write transaction, or count a duplicate (the same text
+        in the same layer) as an access. Returns (id, duplicate). ``vector`` may be None
         only for a text expected to be a duplicate; if that record vanished meanwhile,
         ``VectorNeeded`` is raised."""
         digest = item.content_hash
@@ -326,8 +358,6 @@ class Store(Reader):
         if row:
             self.merge(conn, row[0], item, when)
             return row[0], True
-        if join is not None and self.merge(conn, join, item, when):
-            return join, True
         if vector is None:
             raise VectorNeeded(item.text)
         created = clock.iso(clock.parse_time(item.created_at)) if item.created_at else when
@@ -490,6 +520,65 @@ class Store(Reader):
         """Delete records inside a write transaction; the triggers log them for the indexes."""
         for chunk in _chunks(list(ids), 900):
             conn.execute(f"DELETE FROM records WHERE id IN ({_marks(chunk)})", chunk)
+
+    # -- the trash ------------------------------------------------------------------------
+
+    def trash(self, conn: sqlite3.Connection, record_id: int, reason: str, when: str, *,
+              merged_into: int | None = None, where: str = "1", params: Sequence = ()
+              ) -> bool:
+        """Move one record to the trash inside a write transaction, if it passes ``where``
+        (a condition on its row). Leaving ``records`` fires the same triggers as a delete,
+        so keyword search and the indexes drop it. False when it was not moved."""
+        cursor = conn.execute(
+            f"INSERT OR REPLACE INTO trash ({RECORD_COLUMNS}, embedding, model, trashed_at, "
+            f"reason, merged_into) SELECT {RECORD_COLUMNS}, embedding, "
+            f"(SELECT value FROM meta WHERE key = 'model_key'), ?, ?, ? FROM records "
+            f"WHERE id = ? AND {where}", (when, reason, merged_into, record_id, *params))
+        if not cursor.rowcount:
+            return False
+        conn.execute("DELETE FROM records WHERE id = ?", (record_id,))
+        return True
+
+    def trashed(self, ids: Sequence[int] | None = None) -> list[Trashed]:
+        """Records in the trash (those of ``ids``, or all), most recently trashed first."""
+        sql = f"SELECT {RECORD_COLUMNS}, trashed_at, reason, merged_into FROM trash"
+        params: Sequence = ()
+        if ids is not None:
+            sql += " WHERE id IN (SELECT value FROM json_each(?))"
+            params = (json.dumps([int(i) for i in ids]),)
+        width = len(RECORD_COLUMNS.split(","))
+        return [Trashed(_record(row[:width]), *row[width:]) for row in
+                self.conn.execute(sql + " ORDER BY trashed_at DESC, id DESC", params)]
+
+    def trash_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM trash").fetchone()[0]
+
+    def untrash(self, conn: sqlite3.Connection, record_id: int, vector: bytes | None = None
+                ) -> None:
+        """Put a trashed record back in ``records`` under its own id, inside a write
+        transaction (``vector``: a replacement when the model changed meanwhile). The insert
+        triggers give it back to keyword search and, through the index log, its index."""
+        conn.execute(
+            f"INSERT INTO records ({RECORD_COLUMNS}, embedding) SELECT {RECORD_COLUMNS}, "
+            f"coalesce(?, embedding) FROM trash WHERE id = ?", (vector, record_id))
+        conn.execute("DELETE FROM trash WHERE id = ?", (record_id,))
+
+    def trash_vectors(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:
+        """(raw vector, model key that made it) of trashed records."""
+        return {row[0]: (row[1], row[2]) for row in self.conn.execute(
+            "SELECT id, embedding, model FROM trash WHERE id IN "
+            "(SELECT value FROM json_each(?))", (json.dumps([int(i) for i in ids]),))}
+
+    def purge_trash(self, conn: sqlite3.Connection, ids: Sequence[int] | None = None,
+                    before: str | None = None) -> int:
+        """Destroy trashed records for good: those of ``ids``, or trashed before ``before``,
+        or (neither given) all of them. Returns how many."""
+        if ids is not None:
+            return conn.execute("DELETE FROM trash WHERE id IN (SELECT value FROM json_each(?))",
+                                (json.dumps([int(i) for i in ids]),)).rowcount
+        if before is not None:
+            return conn.execute("DELETE FROM trash WHERE trashed_at < ?", (before,)).rowcount
+        return conn.execute("DELETE FROM trash").rowcount
 
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:

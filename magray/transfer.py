@@ -129,16 +129,17 @@ def _details(record: Record) -> str:
 
 # -- reading ------------------------------------------------------------------------------
 
-def read(stream: IO[bytes], max_text_bytes: int, directory: Path | None = None
-         ) -> Validated[Entry]:
+def read(stream: IO[bytes], max_text_bytes: int, directory: Path | None = None,
+         default_layer: str = "assets") -> Validated[Entry]:
     """Validate a whole JSON Lines export (InputError naming the first bad line; nothing is
-    kept in memory but a count) and return it, spooled, for reading back in batches."""
+    kept in memory but a count) and return it, spooled, for reading back in batches. A
+    line without a layer goes to ``default_layer``."""
     dims: dict[str, int] = {}
 
     def parse(number: int, line: str) -> Entry | None:
         if not line.strip():
             return None
-        entry = parse_line(line, number, max_text_bytes)
+        entry = parse_line(line, number, max_text_bytes, default_layer)
         if entry.vector is not None:
             known = dims.setdefault(entry.vector_model, len(entry.vector))
             if known != len(entry.vector):
@@ -155,7 +156,8 @@ def read(stream: IO[bytes], max_text_bytes: int, directory: Path | None = None
     return validated
 
 
-def parse_line(line: str, number: int, max_text_bytes: int) -> Entry:
+def parse_line(line: str, number: int, max_text_bytes: int, default_layer: str = "assets"
+               ) -> Entry:
     """One exported record, fully checked; InputError names the line and the field."""
     where = f"line {number}"
     data = json_object(line, where)
@@ -173,7 +175,7 @@ def parse_line(line: str, number: int, max_text_bytes: int) -> Entry:
     record = Record(
         id=_record_id(data.get("id"), where),
         text=text,
-        layer=check_layer(data.get("layer", "interact"), f"{where}: layer"),
+        layer=check_layer(data.get("layer", default_layer), f"{where}: layer"),
         kind=_name(data, "kind", where),
         tags=_tags(data.get("tags", []), where),
         project=_name(data, "project", where),

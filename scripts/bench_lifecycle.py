@@ -50,12 +50,9 @@ def main() -> None:
     rng = np.random.default_rng(7)
     items = [NewRecord(text=" ".join(rng.choice(WORDS, 8)) + f" note {i}") for i in range(n)]
     print(f"{n} records in interact")
-    for merge in (False, True):
-        settings = config.defaults().replace(near_duplicate_merge=merge)
-        with tempfile.TemporaryDirectory() as home, \
-                Memory.open(home, settings=settings, embedder=RandomEmbedder()) as memory:
-            timed(f"store (near_duplicate_merge={str(merge).lower()})",
-                  lambda: memory.store(items))
+    with tempfile.TemporaryDirectory() as home, \
+            Memory.open(home, embedder=RandomEmbedder()) as memory:
+        timed("store (near-duplicates looked up)", lambda: memory.store(items))
     settings = config.defaults().replace(capacity_interact=n // 2)
     with tempfile.TemporaryDirectory() as home, \
             Memory.open(home, settings=settings, embedder=RandomEmbedder()) as memory:

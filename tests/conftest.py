@@ -28,6 +28,10 @@ def home(tmp_path, monkeypatch) -> Path:
     # The ONNX copy of the model is made once per data directory (seconds, with torch);
     # tests about it (tests/test_onnx.py) choose their backend themselves.
     monkeypatch.setenv("MAGRAY_BACKEND", "torch")
+    # Most tests exercise the short-lived layer's lifecycle (TTL, promotion, eviction) with
+    # texts stored without a layer; the shipped default (assets, kept until removed) is
+    # tested on its own, with this unset (tests/test_trash.py).
+    monkeypatch.setenv("MAGRAY_DEFAULT_LAYER", "interact")
     return path
 
 

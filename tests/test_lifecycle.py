@@ -152,11 +152,11 @@ def test_a_crash_inside_the_promotion_transaction_moves_nothing(fake_memory, mon
     second = add(m, "critical: renew the tls certificate", importance=1.0)
     real_move, calls = lifecycle.move, []
 
-    def move_then_crash(conn, decision, when):
+    def move_then_crash(conn, decision, when, store):
         calls.append(decision.id)
         if len(calls) == 2:
             raise RuntimeError("killed mid-way")
-        return real_move(conn, decision, when)
+        return real_move(conn, decision, when, store)
 
     monkeypatch.setattr(lifecycle, "move", move_then_crash)
     with pytest.raises(RuntimeError):
@@ -312,26 +312,27 @@ def test_lifecycle_commands_never_load_the_model(home, pin):
 # -- near-duplicates ------------------------------------------------------------------------
 
 
-def test_near_duplicate_merges_into_the_record_it_resembles(memory):
+def test_near_duplicate_is_stored_as_its_own_record_and_named(memory):
     first = memory.store_texts(["restart nginx after editing its config"], tags=("ops",))[0]
     again = memory.store_texts(["restart nginx after you edit its config"], tags=("web",))[0]
-    assert again.duplicate and again.id == first.id and 0.95 <= again.similarity < 1
+    assert not again.duplicate and again.id != first.id
+    assert again.near == first.id and 0.95 <= again.similarity < 1
+    assert memory.get(again.id).text == "restart nginx after you edit its config"
     record = memory.get(first.id)
-    assert record.tags == ("ops", "web") and record.access_count == 1
-    assert record.text == "restart nginx after editing its config"
+    assert record.tags == ("ops",) and record.access_count == 0  # untouched by its near twin
     exact = memory.store_texts(["restart nginx after editing its config"])[0]
-    assert exact.duplicate and exact.similarity == 1.0
+    assert exact.duplicate and exact.id == first.id and exact.similarity == 1.0
+    assert exact.near is None and memory.get(first.id).access_count == 1
 
-    apart = memory.store_texts(["never restart nginx after editing its config",
-                                "host db-1000 runs the billing replica",
-                                "host db-1003 runs the billing replica"])
-    assert not any(s.duplicate for s in apart)
+    apart = memory.store_texts(["host db-1000 runs the billing replica",
+                                "water the office plants on friday"])
+    assert not any(s.duplicate or s.near for s in apart)
     batch = memory.store_texts(["use rg -uu to search files that .gitignore hides",
                                 "use rg -uu to search files hidden by .gitignore"])
-    assert batch[1].duplicate and batch[1].id == batch[0].id
+    assert not batch[1].duplicate and batch[1].near == batch[0].id != batch[1].id
     elsewhere = memory.store_texts(["restart nginx after you edit its config"], layer="assets")
-    assert not elsewhere[0].duplicate
-    assert memory.db.count("interact") == 5 and memory.db.count("assets") == 1
+    assert not elsewhere[0].duplicate and elsewhere[0].near is None  # layers are apart
+    assert memory.db.count("interact") == 6 and memory.db.count("assets") == 1
     in_step(memory)
 
 
@@ -346,18 +347,23 @@ def test_near_duplicates_are_found_across_the_batches_of_one_store(fake_memory, 
     stored = fake_memory.store_texts(["apples pears plums", "kiwis limes lemons",
                                       "plums pears apples", "grapes figs dates",
                                       "lemons limes kiwis", "figs dates grapes"])
-    assert [(s.id, s.duplicate) for s in stored] == [
-        (1, False), (2, False), (1, True), (3, False), (2, True), (3, True)]
+    assert [(s.id, s.duplicate, s.near) for s in stored] == [
+        (1, False, None), (2, False, None), (3, False, 1), (4, False, None), (5, False, 2),
+        (6, False, 4)]
+    assert fake_memory.db.count("interact") == 6
     in_step(fake_memory)
 
 
-@pytest.mark.parametrize("settings", [{"near_duplicate_merge": False},
+@pytest.mark.parametrize("settings", [{"near_duplicate_merge": True},
                                       {"near_duplicate_similarity": 0.99}])
-def test_near_duplicate_merge_can_be_off_or_stricter(home, real_embedder, settings):
+def test_near_duplicates_are_never_merged_and_the_threshold_is_a_setting(home, real_embedder,
+                                                                         settings):
     with Memory.open(home, settings=config.defaults().replace(**settings),
                      embedder=real_embedder) as m:
-        m.store_texts(["restart nginx after editing its config"])
-        assert not m.store_texts(["restart nginx after you edit its config"])[0].duplicate
+        m.store_texts(["restart nginx after editing its config"], layer="interact")
+        again = m.store_texts(["restart nginx after you edit its config"], layer="interact")[0]
+        assert not again.duplicate and m.db.count("interact") == 2
+        assert (again.near is None) == (settings.get("near_duplicate_similarity") == 0.99)
 
 
 # -- optimize -------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def test_json_keys_are_a_contract(filled, cli):
     assert result.code == 0, result
     assert set(data) == {"healthy", "version", "checked_at", "paths", "config_exists",
                          "database", "layers", "model", "cache", "operations", "backups",
-                         "alerts"}
+                         "trash", "alerts"}
+    assert data["trash"] == {"records": 0}
     assert set(data["paths"]) == {"data", "database", "indexes", "config", "backups"}
     assert set(data["database"]) == {"exists", "bytes", "store_id"}
     assert list(data["layers"]) == ["interact", "insights", "assets"]

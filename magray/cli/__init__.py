@@ -17,7 +17,7 @@ import typer.main
 from . import coercion, output
 from .app import app
 # Registration order is the order of `magray --help`.
-from . import store, search, records  # noqa: F401,E402
+from . import store, search, records, trash  # noqa: F401,E402
 from . import lifecycle, status, backup, transfer  # noqa: F401,E402
 from . import config, completion  # noqa: F401,E402
 

@@ -90,7 +90,8 @@ def clean(
     json_out: output.JsonFlag = False,
 ) -> None:
     """Expire records past their layer's TTL, evict the lowest-value records of a layer over
-    its capacity, prune the embedding cache. Safe under cron: never prompts, prints one line;
+    its capacity (both go to the trash), purge the trash of what it has held for trash_days,
+    prune the embedding cache. Safe under cron: never prompts, prints one line;
     exits 1, removing nothing there, when a layer's index cannot be brought in step."""
     with open_memory(ctx) as memory:
         report = memory.clean(dry_run=dry_run, promote=promote_first)
@@ -122,6 +123,11 @@ def _clean_summary(report: "CleanReport") -> str:
                 + cache + "; nothing was changed")
     else:
         text = "clean: promoted {}, expired {}, evicted {}, pruned ".format(*counts) + cache
+    if report.removed:
+        text += ("; expired and evicted records would go to the trash" if report.dry_run
+                 else "; expired and evicted records are in the trash (`magray trash list`)")
+    if report.purged:
+        text += f"; {'would purge' if report.dry_run else 'purged'} {report.purged} from the trash"
     if report.skipped:
         text += f"; kept {report.skipped} used meanwhile"
     return text

@@ -21,9 +21,9 @@ def show(
     json_out: output.JsonFlag = False,
     jsonl: output.JsonlFlag = False,
 ) -> None:
-    """Show one record with all its fields. Not counted as an access."""
+    """Show one record with all its fields. Counted as an access (you asked for it)."""
     with open_memory(ctx) as memory:
-        record = memory.get(record_id)
+        record = memory.show(record_id)
     if record is None:
         raise NotFoundError(f"no record with id {record_id}")
     if json_out:
@@ -65,20 +65,54 @@ def list_records(
 def forget(
     ctx: typer.Context,
     ids: Annotated[List[str], typer.Argument(
-        metavar="ID", help="Ids of the records to delete; '-' reads ids from stdin "
+        metavar="ID", help="Ids of the records to forget; '-' reads ids from stdin "
                               "(separated by spaces or newlines).", show_default=False)],
+    purge: Annotated[bool, typer.Option(
+        "--purge", help="Destroy them at once instead of moving them to the trash (for a "
+                        "secret pasted by mistake).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what would be forgotten; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask, even on a terminal, before forgetting several "
+                            "records.")] = False,
     json_out: output.JsonFlag = False,
 ) -> None:
-    """Delete records, from the database and the indexes. All or nothing: if an id does
-    not exist, nothing is deleted. Prints the ids deleted, one per line."""
+    """Move records to the trash: out of search, list and export, restorable with `magray
+    trash restore` until clean purges the trash after trash_days. All or nothing: if an id
+    does not exist, nothing is forgotten. On a terminal, asks before forgetting more than
+    one record. Prints the ids forgotten, one per line."""
     wanted = _ids(ids)
     with open_memory(ctx) as memory:
-        forgotten = memory.forget(wanted)
+        chosen = memory.forget(wanted, dry_run=True)
+        if not dry_run and len(chosen) > 1 and not yes and not _agreed(chosen, purge):
+            output.error("not confirmed; nothing was forgotten")
+            raise typer.Exit(1)
+        forgotten = chosen if dry_run else memory.forget(wanted, purge=purge)
     if json_out:
         output.emit_json([{"id": r.id, "layer": r.layer} for r in forgotten])
+    elif dry_run:
+        output.emit_lines(f"{r.id}\t{r.layer}\t{output.one_line(r.text, 200)}"
+                          for r in forgotten)
     else:
         output.emit_lines(str(r.id) for r in forgotten)
-    output.say(f"forgot {len(forgotten)} record(s)")
+    verb = "would forget" if dry_run else "destroyed" if purge else "moved to the trash"
+    output.say(f"{verb} {len(forgotten)} record(s)")
+
+
+def _agreed(records: list[Record], purge: bool) -> bool:
+    """Ask the person at a terminal; scripts (stdin not a terminal) never wait."""
+    if not output.is_tty(sys.stdin):
+        return True
+    for r in records[:10]:
+        output.stderr().print(f"  {r.id}  {r.layer}  {output.one_line(r.text, 70)}",
+                              markup=False)
+    if len(records) > 10:
+        output.stderr().print(f"  ... and {len(records) - 10} more", markup=False)
+    where = "destroy them for good" if purge else "move them to the trash"
+    try:
+        return typer.confirm(f"Forget these {len(records)} records ({where})?", err=True)
+    except typer.Abort:  # end of input or ^C at the prompt
+        return False
 
 
 def _ids(values: list[str]) -> list[int]:

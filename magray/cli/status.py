@@ -73,6 +73,7 @@ def _render(h: "Health") -> None:
     newest = (f"{b.archives} archive(s), newest {_when(b.latest_at)} "
               f"({_duration(b.age_seconds)} ago)" if b.archives else "none")
     facts.add_row("backups", _plain(f"{b.directory}  {newest}"))
+    facts.add_row("trash", _plain(f"{h.trash:,} record(s), restorable with `magray trash`"))
     console.print(facts)
     console.print()
     console.print(_layers_table(h))

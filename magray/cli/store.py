@@ -22,8 +22,9 @@ def store(
     texts: Annotated[Optional[List[str]], typer.Argument(
         help="Texts to store, one record each; '-' (or no TEXT with piped stdin) reads stdin, "
              "one record per non-empty line.", show_default=False)] = None,
-    layer: Annotated[str, typer.Option("--layer", "-l",
-                                       help="interact, insights or assets.")] = "interact",
+    layer: Annotated[Optional[str], typer.Option(
+        "--layer", "-l", help="interact, insights or assets (default: setting default_layer, "
+                              "assets).", show_default=False)] = None,
     tag: Tags = [],
     project: Annotated[Optional[str], typer.Option(help="Project name.")] = None,
     session: Annotated[Optional[str], typer.Option(help="Session name.")] = None,
@@ -35,15 +36,18 @@ def store(
     json_out: output.JsonFlag = False,
 ) -> None:
     """Store texts. Prints the record ids, one per line; an exact repeat of a text in the same
-    layer counts as an access of the existing record and is reported as a duplicate."""
+    layer counts as an access of the existing record and is reported as a duplicate. A text
+    that closely resembles a record of its layer is stored too, and the record it resembles
+    is named (--json: near and similarity)."""
     from .. import ingest
 
-    template = NewRecord(
-        text="", layer=ingest.check_layer(layer, "--layer"),
-        tags=tuple(sorted({_tag(t) for t in tag})), project=_name(project, "--project"),
-        session=_name(session, "--session"), kind=_name(kind, "--kind"),
-        importance=ingest.check_importance(importance, "--importance"))
+    if layer is not None:
+        ingest.check_layer(layer, "--layer")
+    fields = dict(tags=tuple(sorted({_tag(t) for t in tag})), project=_name(project, "--project"),
+                  session=_name(session, "--session"), kind=_name(kind, "--kind"),
+                  importance=ingest.check_importance(importance, "--importance"))
     with open_memory(ctx) as memory:
+        template = NewRecord(text="", layer=layer or memory.settings.default_layer, **fields)
         limit = memory.settings.max_text_bytes
         if texts and texts != ["-"]:
             if jsonl:
@@ -65,6 +69,10 @@ def store(
     else:
         output.emit_lines(str(r.id) for r in results)
     duplicates = sum(r.duplicate for r in results)
+    for r in results:
+        if r.near is not None:  # one line each, so that no resemblance goes unseen
+            output.say(f"#{r.id} resembles #{r.near} (similarity {r.similarity:.3f}); both "
+                       "are kept: `magray duplicates` reviews them")
     output.say(f"stored {len(results) - duplicates}, {duplicates} duplicate(s)")
 
 

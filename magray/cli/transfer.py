@@ -85,12 +85,14 @@ def import_records(
 ) -> None:
     """Import a JSON Lines export, merging. A text already stored in the same layer is not stored
     again (its tags and times are joined); layers, tags, projects, timestamps, access
-    counts and, in a fresh memory, ids are kept. The whole file is checked first: a bad
+    counts and, in a fresh memory, ids are kept; a line without a layer goes to the
+    setting default_layer. The whole file is checked first: a bad
     line is reported with its number and nothing is written (exit 2)."""
     from .. import transfer
 
     with open_memory(ctx) as memory, _open(source) as stream:
-        with transfer.read(stream, memory.settings.max_text_bytes, memory.paths.data) as entries:
+        with transfer.read(stream, memory.settings.max_text_bytes, memory.paths.data,
+                           memory.settings.default_layer) as entries:
             with output.progress(len(entries), "importing") as advance:
                 report = memory.import_records(entries, progress=advance)
     if json_out:
