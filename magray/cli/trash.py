@@ -82,21 +82,20 @@ def empty(
 
 def _line(t: Trashed) -> str:
     return (f"{t.record.id}\t{t.trashed_at}\t{t.reason}\t{t.record.layer}\t"
-            f"{output.one_line(t.record.text)}")
+            f"{output.field(t.record.text)}")
 
 
 def _table(entries: list[Trashed]) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, style in (("id", "dim"), ("trashed", "cyan"), ("why", None),
+    for column, style in (("id", "dim"), (f"trashed ({output.zone()})", "cyan"), ("why", None),
                           ("layer", "magenta"), ("text", None)):
         table.add_column(column, style=style, overflow="fold" if column == "text" else None)
     for t in entries:
         why = t.reason + (f" into #{t.merged_into}" if t.merged_into else "")
-        table.add_row(str(t.record.id), t.trashed_at[:16].replace("T", " "), why,
-                      t.record.layer, Text(output.one_line(t.record.text, 400)))
+        table.add_row(str(t.record.id), output.when(t.trashed_at), why,
+                      t.record.layer, output.cell(t.record.text, 400))
     output.stdout().print(table)
 
 
@@ -138,4 +137,4 @@ def duplicates(
 
 def _cluster(c: "Cluster") -> list[str]:
     lines = [f"{c.layer}\t{c.similarity:.3f}\t" + " ".join(str(r.id) for r in c.records)]
-    return lines + [f"  {r.id}\t{output.one_line(r.text, 200)}" for r in c.records]
+    return lines + [f"  {r.id}\t{output.field(r.text)}" for r in c.records]
