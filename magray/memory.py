@@ -21,7 +21,7 @@ import numpy as np
 
 from . import clock, config, paths
 from .embedding import Embedder, from_settings
-from .errors import InputError, ModelMismatchError, NotFoundError
+from .errors import InputError, MagrayError, ModelMismatchError, NotFoundError
 from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
@@ -201,13 +201,16 @@ class Memory:
         return results
 
     def _sync_after_write(self, layers: Iterable[str]) -> None:
-        """Update indexes after a committed write. The records are safe in the database
-        already, so a failure here is a warning: the next command repairs the index."""
+        """Update indexes after a committed write: the one way every write path does its
+        after-commit work. The records are safe in the database already, so any failure
+        here (a full disk, an index lock held too long) is a warning, never the write's
+        failure: the next command repairs the index."""
         for layer in layers:
             try:
                 self.index(layer).sync()
-            except OSError as exc:
-                self.warn(f"the {layer} index could not be saved ({exc.strerror or exc}); "
+            except (MagrayError, OSError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self.warn(f"the {layer} index could not be updated ({why}); "
                           "the next command will repair it")
 
     def store_texts(self, texts: Sequence[str], **fields) -> list[Stored]:
