@@ -262,7 +262,7 @@ class _Checker:
             return None
         try:
             self.tables = reader.tables()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, MagrayError) as exc:
             reader.close()
             self._unreadable(exc)
             return None
@@ -289,7 +289,7 @@ class _Checker:
                             "layers": tuple(self._layer(name, model.dimension)
                                             for name in LAYERS),
                             "cache": self._cache(), "operations": self._operations()}
-            except sqlite3.DatabaseError as exc:  # damaged pages: report what is known
+            except (sqlite3.DatabaseError, MagrayError) as exc:  # damaged: report what is known
                 del self.alerts[alerts_before:]
                 self._unreadable(exc)
             self.store = None
