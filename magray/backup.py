@@ -42,6 +42,7 @@ from .errors import (BusyError, InputError, IntegrityError, MagrayError, ModelMi
                      NotFoundError)
 from .locks import locked
 from .paths import Paths, make_private_dir
+from .reader import SQLITE_BUSY, SQLITE_LOCKED, connect
 from .records import LAYERS
 
 FORMAT = "magray-backup"
@@ -293,7 +294,7 @@ def snapshot_database(store, target: Path) -> dict:
     """A consistent copy of the live database at ``target`` (SQLite's backup API: one read
     transaction, so concurrent writers neither block it nor tear it), integrity-checked.
     Returns the snapshot's store id, model and per-layer counts."""
-    copy = sqlite3.connect(target, isolation_level=None)
+    copy = connect(target)  # a full disk while copying is one line naming the cause
     try:
         copy.execute("PRAGMA synchronous=OFF")  # a scratch file: the archive gets the fsync
         try:
@@ -711,12 +712,13 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
         if use_config:
             _check_config(staged_config, path)
         _check_model(info, expected_key(staged_config if use_config else None), path)
-        current = database_facts(store.conn)["counts"]
+        current = database_facts(store.conn)["counts"]  # the plan; _swap reads them again
         plan = RestoreResult(info, current, "restored" if use_config else
                              "kept" if has_config else "none", dry_run)
         replacing = sum(current.values()) > 0 or (use_config and where.config_file.exists())
         if dry_run:
             return plan
+        confirmed = replace_data
         if replacing and not replace_data:
             if confirm is None:
                 raise InputError(f"restoring {path.name} would replace the "
@@ -724,11 +726,15 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
                                  "pass --yes to confirm")
             if not confirm(plan):
                 raise MagrayError("restore cancelled; nothing was changed")
+            confirmed = True
         _match_page_size(stage / STAGED[DB_MEMBER], store)
-        safety = _swap(where, store, stage, use_config, replacing, level=level,
-                       timeout=timeout)
-        discard_safety_copies(where, keep=safety)
-        return replace(plan, safety_copy=safety)
+        safety, replaced, again = _swap(where, store, stage, use_config, confirmed,
+                                        level=level, timeout=timeout)
+        if safety is not None and not again:
+            # Earlier safety copies go only when this one holds data of the person's own;
+            # a retry of a restore (the data already is the archive's) keeps them all.
+            discard_safety_copies(where, keep=safety)
+        return replace(plan, replaced=replaced, safety_copy=safety)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -785,17 +791,26 @@ def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
             "with --config to take the archive's config")
 
 
-def _swap(where: Paths, store, stage: Path, use_config: bool, replacing: bool, *,
-          level: int, timeout: float) -> Path | None:
+def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *,
+          level: int, timeout: float) -> tuple[Path | None, dict[str, int], bool]:
     """Under every index lock and with the database to ourselves: write a verified safety
     archive of the current data, load the staged database into the live one, and put the
-    staged index files in place."""
+    staged index files in place. Returns the safety archive (None when nothing needed
+    one), the records replaced, and whether the data already was the archive's (a retry).
+    What is replaced is read here, under the lock: a store just before it is in the safety
+    archive, or (when replacing records was not confirmed) stops the restore."""
     safety = None
     with ExitStack() as held:
         for layer in LAYERS:
             held.enter_context(locked(layer_files(where, layer)[2], timeout=timeout))
         held.enter_context(_exclusive(store))
-        if replacing:
+        replaced = database_facts(store.conn)["counts"]
+        if sum(replaced.values()) and not confirmed:
+            raise InputError(f"{sum(replaced.values())} records were stored in {where.data} "
+                             "while the archive was being checked; nothing was changed: "
+                             "restore again with --yes to replace them")
+        again = _same_data(store.conn, stage / STAGED[DB_MEMBER])
+        if sum(replaced.values()) or (use_config and where.config_file.exists()):
             safety = _safety_archive(where, store, level=level, timeout=timeout)
         for layer in LAYERS:  # no index file is ever paired with the wrong database
             for live in layer_files(where, layer)[:2]:
@@ -807,7 +822,41 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, replacing: bool, *
             where.config_file.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(where.config_file,
                                (stage / STAGED[CONFIG_MEMBER]).read_bytes())
-    return safety
+    return safety, replaced, again
+
+
+# Tables that magray derives or keeps about itself; everything else is what a person stored.
+DERIVED_TABLES = ("sqlite_", "records_fts", "embed_cache", "index_log", "ops", "op_totals")
+
+
+def _same_data(conn: sqlite3.Connection, staged: Path) -> bool:
+    """Whether the live database holds what the staged one holds (a restore's retry)."""
+    source = sqlite3.connect(f"file:{staged}?mode=ro", uri=True)
+    try:
+        if database_facts(conn) != database_facts(source):
+            return False  # the usual case, known without reading every row
+        return _content_digest(conn) == _content_digest(source)
+    finally:
+        source.close()
+
+
+def _content_digest(conn: sqlite3.Connection) -> str:
+    """A digest of every row a person stored (records, metadata, any table but the derived
+    ones), in rowid order: equal for a database and its backup-API copy."""
+    import pickle
+
+    digest = hashlib.sha256()
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                 "ORDER BY name").fetchall():
+        if table.startswith(DERIVED_TABLES):
+            continue
+        where = " WHERE key NOT LIKE 'log_pruned:%'" if table == "meta" else ""
+        digest.update(table.encode() + b"\0")
+        cursor = conn.execute(f'SELECT * FROM "{table}"{where} ORDER BY rowid')
+        while rows := cursor.fetchmany(1024):
+            for row in rows:
+                digest.update(pickle.dumps(tuple(row), 5))
+    return digest.hexdigest()
 
 
 @contextmanager
@@ -822,7 +871,7 @@ def _exclusive(store) -> Iterator[None]:
         try:
             conn.execute("BEGIN IMMEDIATE")  # takes the exclusive lock, kept after COMMIT
             conn.execute("COMMIT")
-        except sqlite3.OperationalError:
+        except (sqlite3.OperationalError, BusyError):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise BusyError(f"another magray process has {store.path} open; stop it (a cron "
@@ -860,7 +909,7 @@ def _match_page_size(staged: Path, store) -> None:
     """The backup API cannot change a WAL database's page size: give the staged copy the
     live one's (an archive from another machine's SQLite build may differ)."""
     wanted = store.conn.execute("PRAGMA page_size").fetchone()[0]
-    conn = sqlite3.connect(staged, isolation_level=None)
+    conn = connect(staged)
     try:
         if conn.execute("PRAGMA page_size").fetchone()[0] != wanted:
             conn.execute(f"PRAGMA page_size={int(wanted)}")
@@ -876,7 +925,9 @@ def _load(staged: Path, store, timeout: float) -> None:
     deadline = time.monotonic() + timeout
 
     def patience(status: int, remaining: int, total: int) -> None:
-        if time.monotonic() > deadline:
+        # Called after every step, the last one too: only a step that found the database
+        # busy (and copied nothing) may give up; a finished copy is a finished restore.
+        if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() > deadline:
             raise BusyError(f"the database {store.path} stayed locked; nothing was restored")
 
     try:
@@ -885,6 +936,7 @@ def _load(staged: Path, store, timeout: float) -> None:
         raise MagrayError(f"could not load the archived database: {exc}") from None
     finally:
         source.close()
+    store.reloaded()  # the database was replaced under the connection
     store.conn.execute("PRAGMA journal_mode=WAL")
 
 

@@ -39,3 +39,14 @@ class IntegrityError(MagrayError):
 
 class NotFoundError(MagrayError):
     """A record, archive or file that was named does not exist (exit 1)."""
+
+
+class StoreInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a store part-way; ``stored`` holds the records committed before it
+    (exit 130). A KeyboardInterrupt still, so callers that stop on Ctrl-C still stop."""
+
+    exit_code = 130
+
+    def __init__(self, stored: list):
+        super().__init__(f"interrupted after storing {len(stored)} record(s)")
+        self.stored = stored

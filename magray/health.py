@@ -264,7 +264,7 @@ class _Checker:
             return None
         try:
             self.tables = reader.tables()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, MagrayError) as exc:
             reader.close()
             self._unreadable(exc)
             return None
@@ -297,7 +297,7 @@ class _Checker:
                                             for name in LAYERS),
                             "cache": self._cache(), "operations": self._operations(),
                             "trash": self._trash(store)}
-            except sqlite3.DatabaseError as exc:  # damaged pages: report what is known
+            except (sqlite3.DatabaseError, MagrayError) as exc:  # damaged: report what is known
                 del self.alerts[alerts_before:]
                 self._unreadable(exc)
             self.store = None

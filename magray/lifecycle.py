@@ -151,7 +151,7 @@ def _apply_promotions(memory: "Memory", decisions: list[PromotionDecision], dry_
     when = clock.now_iso()
     with memory.db.write() as conn:  # every move, or none of them
         done = {d.id: move(conn, d, when, memory.db) for d in movers}
-    memory.sync(sorted({d.layer for d in movers} | {d.target for d in movers}))
+    memory._sync_after_write(sorted({d.layer for d in movers} | {d.target for d in movers}))
     return [replace(d, outcome=done[d.id][0], merged_into=done[d.id][1]) if d.id in done else d
             for d in decisions]
 

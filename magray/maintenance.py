@@ -151,7 +151,7 @@ def _optimize_fts(memory: "Memory") -> str:
         try:
             conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('integrity-check', 1)")
             outcome = "optimized"
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, IntegrityError):  # the check failed: SQLITE_CORRUPT
             conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
             outcome = "rebuilt"
         conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")

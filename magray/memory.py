@@ -21,7 +21,8 @@ import numpy as np
 
 from . import clock, config, paths
 from .embedding import Embedder, from_settings
-from .errors import InputError, ModelMismatchError, NotFoundError
+from .errors import (InputError, MagrayError, ModelMismatchError, NotFoundError,
+                     StoreInterrupted)
 from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
@@ -39,6 +40,7 @@ EXACT_LIMIT = 20_000  # filtered candidate sets up to this size are searched exa
 RECENT_QUERIES = 1024  # query vectors a Memory keeps in process (1.5 MiB at 384 dimensions)
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
+FIRST_WINDOW = STORE_BATCH  # a bulk store commits this many before its first whole window
 CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
 WINDOW_BYTES = 4 << 20  # vectors embedded together (longest first: little padding)
 ACCESS_RANKS = 3  # a search hit below this rank is never counted as an access
@@ -148,7 +150,7 @@ class Memory:
                     f"memory holds {dim}-dimensional ones; run `magray optimize --reembed`")
             new = {d: v for (d, _), v in zip(missing, fresh)}
             with self.db.write() as conn:
-                self._record_model(conn, fresh.shape[1])
+                self._record_model(conn, fresh.shape[1], self.embedder.key)
                 self.db.cache_vectors(conn, model, new.items(), clock.now_iso())
             cached.update(new)
         return np.stack([cached[d] for d in digests]) if digests else np.zeros((0, dim or 0))
@@ -167,11 +169,22 @@ class Memory:
             self._op.cache_hits += sum(d in cached for d in digests)
         return cached
 
-    def _record_model(self, conn, dim: int) -> None:
-        if self.db.meta("model_key") is None:
+    def _record_model(self, conn, dim: int, key: str | None) -> None:
+        """Inside a write transaction: record the model with the first vectors, or refuse
+        vectors of another model (``key``; None: check the dimension only). Read here, not
+        before, so two first writers with different models cannot both pass
+        ``check_model`` and mix vector spaces."""
+        found = dict(conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
+        if found.get("model_key") is None:
             self.db.set_meta(conn, "model", self.embedder.name)
-            self.db.set_meta(conn, "model_key", self.embedder.key)
+            self.db.set_meta(conn, "model_key", key or self.embedder.key)
             self.db.set_meta(conn, "dim", str(dim))
+        elif int(found["dim"]) != dim or key not in (None, found["model_key"]):
+            raise ModelMismatchError(
+                f"this memory was embedded with {found['model_key']} ({found['dim']} "
+                f"dimensions) meanwhile, but these vectors come from {key or 'another model'} "
+                f"({dim} dimensions); nothing was stored from this batch")
 
     # -- storing --------------------------------------------------------------------------
 
@@ -181,8 +194,10 @@ class Memory:
         of the existing record instead of being stored twice. A new text that closely
         resembles a record of its layer is stored all the same; ``Stored.near`` names the
         record it resembles (``magray duplicates`` reviews them). ``items`` may be a lazy
-        iterable (``ingest.Validated``): at most two windows of texts are held, and one
-        window of vectors (``WINDOW_BYTES``)."""
+        iterable (``ingest.Validated``): at most one window of texts is held, and one
+        window of vectors (``WINDOW_BYTES``). Records are committed STORE_BATCH at a time,
+        the first batch before the first window is embedded; Ctrl-C raises
+        ``StoreInterrupted``, which holds what was committed."""
         self.check_model()
         results: list[Stored] = []
         self._op = Op("store", time.perf_counter())
@@ -191,27 +206,34 @@ class Memory:
         near = dedupe.NearDuplicates(self)
         pending = iter(items)
         size = max(STORE_BATCH, WINDOW_BYTES // (4 * (self.recorded_model()[1] or 384)))
-        window = list(islice(pending, size))
+        window = list(islice(pending, FIRST_WINDOW))  # a first commit soon, then windows
         try:
             while window:
-                following = list(islice(pending, size))  # is this window the last?
+                following = list(islice(pending, 1))  # is this window the last?
                 self._op.items += len(window)
-                results += self._store_window(window, near, progress, last=not following)
-                window = following
+                self._store_window(window, near, progress, results, last=not following)
+                window = following + list(islice(pending, size - 1)) if following else []
+        except KeyboardInterrupt as stop:
+            raise StoreInterrupted(results) from stop
         finally:
             self._op = None
         self._sync_after_write(sorted({r.layer for r in results}))
         return results
 
-    def _sync_after_write(self, layers: Iterable[str]) -> None:
-        """Update indexes after a committed write. The records are safe in the database
-        already, so a failure here is a warning: the next command repairs the index."""
+    def _sync_after_write(self, layers: Iterable[str]) -> list[SyncReport]:
+        """Update indexes after a committed write: the one way every write path does its
+        after-commit work. The records are safe in the database already, so any failure
+        here (a full disk, an index lock held too long) is a warning, never the write's
+        failure: the next command repairs the index. Returns the layers' sync reports."""
+        reports = []
         for layer in layers:
             try:
-                self.index(layer).sync()
-            except OSError as exc:
-                self.warn(f"the {layer} index could not be saved ({exc.strerror or exc}); "
+                reports.append(self.index(layer).sync())
+            except (MagrayError, OSError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                self.warn(f"the {layer} index could not be updated ({why}); "
                           "the next command will repair it")
+        return reports
 
     def store_texts(self, texts: Sequence[str], **fields) -> list[Stored]:
         """Convenience: store plain texts with shared metadata (layer, tags, project...);
@@ -225,13 +247,15 @@ class Memory:
         return self.store(from_args(texts, template, self.settings.max_text_bytes))
 
     def _store_window(self, window: Sequence[NewRecord], near: "dedupe.NearDuplicates",
-                      progress: Progress | None, *, last: bool) -> list[Stored]:
+                      progress: Progress | None, results: list[Stored], *, last: bool
+                      ) -> None:
+        """Embed a window (longest first) and commit it batch by batch, appending each
+        committed batch to ``results`` at once (an interrupt keeps the count true)."""
         known = {layer: self.db.existing(layer, [i.content_hash for i in window
                                                  if i.layer == layer])
                  for layer in {i.layer for i in window}}
         need = list(dict.fromkeys(i.text for i in window if i.content_hash not in known[i.layer]))
         vectors = self._embed_longest_first(need, progress)
-        results: list[Stored] = []
         for start in range(0, len(window), STORE_BATCH):
             batch = window[start:start + STORE_BATCH]
             final = last and start + STORE_BATCH >= len(window)  # the call's figures ride here
@@ -243,12 +267,11 @@ class Memory:
                     text = str(missing)
                     vectors[text] = self._vectors([text], "document")[0]
                     continue
+                results += stored  # committed: counted before anything else can stop us
                 near.added(batch, vectors, stored)
-                results += stored
                 break
         if progress and len(window) > len(need):
             progress(len(window) - len(need))
-        return results
 
     def _embed_longest_first(self, texts: Sequence[str], progress: Progress | None
                              ) -> dict[str, np.ndarray]:
@@ -271,6 +294,9 @@ class Memory:
         when = clock.now_iso()
         results: list[Stored] = []
         with self.db.write() as conn:
+            if vectors:  # any vector: its model must (still) be the recorded one
+                dim = len(next(iter(vectors.values())))
+                self._record_model(conn, dim, self.embedder.key)
             for n, item in enumerate(batch):
                 record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
                 near = found.get(n)
@@ -720,7 +746,7 @@ class Memory:
                     vector = vectors.get(record.content_hash)
                     if vector is None:
                         raise VectorNeeded(record.text)
-                    self._record_model(conn, len(vector))
+                    self._record_model(conn, len(vector), None)  # the file's, or ours
                     self.db.insert_record(conn, record, vector)
                     outcomes.append("added")
                 elif (joined := merge(current, record)) != current:
@@ -791,7 +817,9 @@ class Memory:
         if dry_run:
             return result
         self.db._migrate()  # an archive from an older magray gets this schema (the trash...)
-        return with_fields(result, synced=tuple(self.sync()))
+        self._indexes.clear()  # they described the replaced data
+        synced = self._sync_after_write(LAYERS) if self.recorded_model()[1] else []
+        return with_fields(result, synced=tuple(synced))
 
     def _model_key_after(self, config_file: Path | None) -> str:
         """The model key in effect once ``config_file`` (None: the current one) is in place."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import clock
 from .errors import BusyError, IntegrityError, MagrayError
-from .reader import Reader, _translate
+from .reader import Reader, _translate, connect
 from .records import LAYERS, Filters, NewRecord, Record, Trashed
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
@@ -277,14 +277,16 @@ class Store(Reader):
     def open(cls, path: Path, *, busy_timeout: float = 60.0) -> "Store":
         """Open (creating and migrating as needed) the database at ``path``."""
         _prepare_private(path)
+        store = cls(connect(path, timeout=busy_timeout), path, busy_timeout)
         try:
-            conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
-                                   check_same_thread=False)
-            store = cls(conn, path, busy_timeout)
             store._configure()
             store._migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.DatabaseError as exc:  # a wrong file fails on its first statement
+            store.close()
             raise _translate(exc, path) from None
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def _configure(self) -> None:
@@ -316,18 +318,22 @@ class Store(Reader):
             self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
-        except BaseException:
+            with self._busy_guard():
+                self.conn.execute("COMMIT")
+        except BaseException:  # a failed COMMIT too (a full disk): nothing half-done stays
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
-        with self._busy_guard():
-            self.conn.execute("COMMIT")
 
     # -- metadata -------------------------------------------------------------------------
 
     def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
         conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                      "value = excluded.value", (key, value))
+
+    def reloaded(self) -> None:
+        """Forget what was read once and kept: a restore replaced the database."""
+        self._store_id = None
 
     @property
     def store_id(self) -> str:

@@ -132,8 +132,8 @@ def test_promotion_survives_a_crash_between_database_and_index(home, fake_memory
 
     with monkeypatch.context() as patched:
         patched.setattr(LayerIndex, "_save", crash)
-        with pytest.raises(OSError, match="simulated crash"):
-            m.promote()
+        report = m.promote()  # committed, so the index's failure is only a warning
+    assert [d.id for d in report.moved] == [record]
     assert layer_of(m, record) == ["insights"]  # committed: exactly one layer
 
     with Memory.open(home, embedder=FakeEmbedder()) as after:  # a later process

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, StoreInterrupted
 from ..records import NewRecord
 from . import output
 from .app import app, open_memory
@@ -62,8 +62,12 @@ def store(
             items = ingest.stream_lines(sys.stdin.buffer, template, limit, jsonl=jsonl,
                                         directory=memory.paths.data)
         spool = items if isinstance(items, ingest.Validated) else nullcontext()
+        interrupted = False
         with spool, output.progress(len(items), "embedding") as advance:
-            results = memory.store(items, progress=advance)
+            try:
+                results = memory.store(items, progress=advance)
+            except StoreInterrupted as stop:  # what was committed is kept: say so
+                results, interrupted = stop.stored, True
     if json_out:
         output.emit_json([r.to_dict() for r in results])
     else:
@@ -73,6 +77,10 @@ def store(
         if r.near is not None:  # one line each, so that no resemblance goes unseen
             output.say(f"#{r.id} resembles #{r.near} (similarity {r.similarity:.3f}); both "
                        "are kept: `magray duplicates` reviews them")
+    if interrupted:
+        output.error(f"interrupted: stored {len(results) - duplicates}, {duplicates} "
+                     "duplicate(s) (their ids are above); the rest were not stored")
+        raise typer.Exit(StoreInterrupted.exit_code)
     output.say(f"stored {len(results) - duplicates}, {duplicates} duplicate(s)")
 
 
