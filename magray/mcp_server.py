@@ -319,9 +319,10 @@ def serve_stdio(home: str | Path | None, warn: Callable[[str], None]) -> None:
     import anyio
 
     backend = Backend(home, warn)
+    server = build(backend)  # the SDK's import first: the model's import would slow it
     backend.start()
     try:
-        anyio.run(build(backend).run_stdio_async)
+        anyio.run(server.run_stdio_async)
     finally:
         backend.close()
 
@@ -336,11 +337,12 @@ def serve_http(home: str | Path | None, warn: Callable[[str], None], address: st
                          "token: give --token-file with a secret that clients send as "
                          "'Authorization: Bearer ...'")
     backend = Backend(home, warn)
+    server = build(backend)
     backend.start()
     try:
         import anyio
 
-        anyio.run(_serve_http, build(backend), host, port, token, allow_hosts)
+        anyio.run(_serve_http, server, host, port, token, allow_hosts)
     finally:
         backend.close()
 
