@@ -220,7 +220,8 @@ def build(backend: Backend) -> Any:
             if not await _model(backend, needed=False):
                 options["mode"] = "keyword"
                 note = ("the embedding model is still loading: these hits are by keywords "
-                        "only; ask again shortly for meaning")
+                        "only; ask again shortly for meaning" if backend.model_error is None
+                        else f"these hits are by keywords only: {backend.model_error}")
         hits = await backend.call(lambda memory: memory.search(query, **options))
         answer: dict[str, Any] = {"hits": [h.to_dict() for h in hits]}
         if note:

@@ -141,6 +141,28 @@ def test_stdout_carries_only_protocol_messages(home):
     assert answers[1]["result"]["isError"] is False
 
 
+def test_a_recall_before_the_model_is_loaded_answers_by_keywords(home, monkeypatch):
+    stored = _magray(home, "store", "--layer", "assets", NOTE)
+    assert stored.returncode == 0, stored.stderr
+    monkeypatch.setenv("MAGRAY_MCP_MODEL_WAIT", "0")  # do not wait for the model at all
+
+    async def main():
+        async with stdio_session(home) as session:
+            early = await call(session, "recall", query="canary rollout")  # the model loads
+            assert "keywords only" in early["note"]
+            assert [h["text"] for h in early["hits"]] == [NOTE]
+            await call(session, "remember", text="a store waits for the model")
+            late = await call(session, "recall", query=PARAPHRASE)
+            assert "note" not in late and late["hits"][0]["text"] == NOTE
+
+    asyncio.run(main())
+
+
+def test_the_cli_does_not_import_the_sdk():
+    code = "import sys, magray.cli; assert 'mcp' not in sys.modules, 'mcp imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # -- streamable HTTP ----------------------------------------------------------------------
 
 
