@@ -33,7 +33,7 @@ from pydantic import Field
 from . import __version__, clock, config, health, ingest, paths
 from .errors import InputError, MagrayError, NotFoundError
 from .memory import Memory
-from .records import LAYERS, Filters, NewRecord
+from .records import Filters
 
 MODEL_WAIT = float(os.environ.get("MAGRAY_MCP_MODEL_WAIT", "20"))  # seconds a recall waits
 LOOPBACK_NAMES = ("localhost",)

@@ -19,10 +19,10 @@ def mcp(
         help="Serve streamable HTTP at this address (e.g. 127.0.0.1:8765) instead of stdio. "
              "A non-loopback address needs --token-file.", show_default=False)] = None,
     token_file: Annotated[Optional[Path], typer.Option(
-        "--token-file", help="With --http: require 'Authorization: Bearer TOKEN', the token "
+        "--token-file", metavar="PATH", help="With --http: require 'Authorization: Bearer TOKEN', the token "
                              "read from this file (mode 600).", show_default=False)] = None,
     allow_host: Annotated[List[str], typer.Option(
-        "--allow-host", help="With --http: another host name clients use to reach this "
+        "--allow-host", metavar="NAME", help="With --http: another host name clients use to reach this "
                              "server, accepted in Host and Origin headers (repeatable).")] = [],
 ) -> None:
     """Serve the memory as an MCP server for AI agents: tools remember, recall, get, recent,
