@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import os
+import re
 import signal
 import stat
 import threading
@@ -37,6 +38,7 @@ from .records import Filters
 
 MODEL_WAIT = float(os.environ.get("MAGRAY_MCP_MODEL_WAIT", "20"))  # seconds a recall waits
 LOOPBACK_NAMES = ("localhost",)
+PYDANTIC_TAIL = re.compile(r" \[type=.*$")  # the error's type and the rejected input
 
 INSTRUCTIONS = """\
 magray is the user's personal memory: notes, decisions, commands and facts kept on this
@@ -162,7 +164,8 @@ def build(backend: Backend) -> Any:
     from mcp.types import ToolAnnotations
 
     server = MCPServer("magray", title="magray memory", version=__version__,
-                       instructions=INSTRUCTIONS, log_level="WARNING")
+                       instructions=INSTRUCTIONS, log_level="WARNING",
+                       middleware=[_one_line_errors])
     reads = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
     @server.tool(annotations=ToolAnnotations(
@@ -284,6 +287,37 @@ def build(backend: Backend) -> Any:
         return json.dumps(await backend.call(lambda memory: _health(backend)), indent=2)
 
     return server
+
+
+async def _one_line_errors(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+    """Arguments the SDK rejects come back as pydantic's several lines; make them one line,
+    like every other error an agent gets from magray."""
+    result = await call_next(ctx)  # the result as it goes on the wire: a dict
+    if ctx.method == "tools/call" and isinstance(result, dict) and result.get("isError"):
+        result = {**result, "content": [
+            {**block, "text": one_line(block["text"])} if block.get("type") == "text" else block
+            for block in result.get("content", [])]}
+    return result
+
+
+def one_line(message: str) -> str:
+    """``Error executing tool t: 1 validation error for tArguments / top_k / (indented)
+    Input should be... [type=...] / (more indented) For further information...`` ->
+    ``Error executing tool t: bad arguments: top_k: Input should be...``."""
+    head, *rest = message.splitlines()
+    if not rest:
+        return message
+    if "validation error" not in head:
+        return " ".join(line.strip() for line in [head, *rest] if line.strip())
+    field, problems = "", []
+    for line in rest:
+        if line.startswith("    "):  # pydantic's link to its documentation
+            continue
+        if line.startswith("  "):
+            problems.append(f"{field}: {PYDANTIC_TAIL.sub('', line.strip())}")
+        else:
+            field = line.strip()
+    return f"{head.rsplit(': ', 1)[0]}: bad arguments: {'; '.join(problems)}"
 
 
 async def _model(backend: Backend, *, needed: bool) -> bool:

@@ -52,7 +52,9 @@ async def call(session: ClientSession, tool: str, **arguments):
 async def error_of(session: ClientSession, tool: str, **arguments) -> str:
     result = await session.call_tool(tool, arguments)
     assert result.is_error, result
-    return result.content[0].text
+    message = result.content[0].text
+    assert "\n" not in message and "Traceback" not in message
+    return message
 
 
 async def exercise(session: ClientSession) -> None:
@@ -83,7 +85,9 @@ async def exercise(session: ClientSession) -> None:
     # Bad arguments are tool errors with the CLI's message; the server keeps serving.
     assert "--top-k must be from 1 to 100, got 0" in await error_of(
         session, "recall", query="canary", top_k=0)
-    assert "top_k" in await error_of(session, "recall", query="canary", top_k="many")
+    assert "bad arguments: top_k: Input should be a valid integer" in await error_of(
+        session, "recall", query="canary", top_k="many")
+    assert "query: Field required" in await error_of(session, "recall", top_k=3)
     assert "unknown layer 'nowhere'" in await error_of(
         session, "remember", text="x", layer="nowhere")
     assert "unknown layer 'nowhere'" in await error_of(
