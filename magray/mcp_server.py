@@ -37,6 +37,7 @@ from .memory import Memory
 from .records import Filters
 
 MODEL_WAIT = float(os.environ.get("MAGRAY_MCP_MODEL_WAIT", "20"))  # seconds a recall waits
+MODEL_DELAY = 2.0  # seconds after start-up that the model loads, if tools/list has not come
 LOOPBACK_NAMES = ("localhost",)
 PYDANTIC_TAIL = re.compile(r" \[type=.*$")  # the error's type and the rejected input
 
@@ -84,12 +85,25 @@ class Backend:
         self._warn = warn
         self.model_ready = threading.Event()
         self.model_error: MagrayError | None = None
+        self._loader: threading.Thread | None = None
+        self._loader_lock = threading.Lock()
 
     def start(self) -> None:
-        """Open the memory now (a bad config fails here, before serving); load the model
-        in the background."""
+        """Open the memory now (a bad config fails here, before serving). The model loads
+        in the background once the client has listed the tools, or after MODEL_DELAY:
+        importing torch holds the GIL much of the time, and would slow the handshake."""
         self._worker.submit(self._open).result()
-        threading.Thread(target=self._load_model, name="magray-model", daemon=True).start()
+        timer = threading.Timer(MODEL_DELAY, self.load_model)
+        timer.daemon = True
+        timer.start()
+
+    def load_model(self) -> None:
+        """Start loading the model, if that has not started yet."""
+        with self._loader_lock:
+            if self._loader is None:
+                self._loader = threading.Thread(target=self._load_model, name="magray-model",
+                                                daemon=True)
+                self._loader.start()
 
     def _open(self) -> None:
         self._memory = Memory.open(self.home, settings=self.settings, embedder=self._embedder,
@@ -112,6 +126,7 @@ class Backend:
 
     async def wait_for_model(self, timeout: float | None) -> bool:
         """True when the model is loaded (or failed to: the error shows on use)."""
+        self.load_model()
         return await asyncio.to_thread(self.model_ready.wait, timeout)
 
     def close(self) -> None:
@@ -165,7 +180,7 @@ def build(backend: Backend) -> Any:
 
     server = MCPServer("magray", title="magray memory", version=__version__,
                        instructions=INSTRUCTIONS, log_level="WARNING",
-                       middleware=[_one_line_errors])
+                       middleware=[_one_line_errors, _after_tools_list(backend)])
     reads = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 
     @server.tool(annotations=ToolAnnotations(
@@ -287,6 +302,16 @@ def build(backend: Backend) -> Any:
         return json.dumps(await backend.call(lambda memory: _health(backend)), indent=2)
 
     return server
+
+
+def _after_tools_list(backend: Backend) -> Callable[..., Any]:
+    async def load_model_after_tools_list(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+        result = await call_next(ctx)
+        if ctx.method == "tools/list":  # the handshake is done: the model may load now
+            backend.load_model()
+        return result
+
+    return load_model_after_tools_list
 
 
 async def _one_line_errors(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
