@@ -195,9 +195,7 @@ def build(backend: Backend) -> Any:
             "project": _name(project, "project"), "session": _name(session, "session"),
             "kind": _name(kind, "kind"),
             "importance": ingest.check_importance(importance, "importance")}
-        # No layer: the library's default (the user's `default_layer` where it exists).
-        layer = layer if layer is not None else getattr(backend.settings, "default_layer", None)
-        if layer is not None:
+        if layer is not None:  # else the library's default: the setting default_layer
             fields["layer"] = ingest.check_layer(layer, "layer")
         await _model(backend, needed=True)
         stored = await backend.call(lambda memory: memory.store_texts([text], **fields))

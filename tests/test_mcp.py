@@ -57,7 +57,7 @@ async def error_of(session: ClientSession, tool: str, **arguments) -> str:
     return message
 
 
-async def exercise(session: ClientSession) -> None:
+async def exercise(session: ClientSession) -> int:
     """What an agent does in a session, checked at every step."""
     listed = {t.name: t for t in (await session.list_tools()).tools}
     assert set(listed) == TOOLS
@@ -111,14 +111,20 @@ async def exercise(session: ClientSession) -> None:
     assert "recall" in prompt.messages[0].content.text
     resource = await session.read_resource("magray://status")
     assert json.loads(resource.contents[0].text)["healthy"] is True
+    return note_id
 
 
 def test_an_agent_session_over_stdio(home, tmp_path):
     async def main():
         async with stdio_session(home) as session:
-            await exercise(session)
+            return await exercise(session)
 
-    asyncio.run(main())
+    note_id = asyncio.run(main())
+    from magray import Memory
+
+    with Memory.open(home) as memory:  # forget moved it to the trash, whole and restorable
+        assert [t.record.id for t in memory.trash()] == [note_id]
+        assert memory.restore_from_trash([note_id])[0].text == NOTE
 
 
 def test_stdout_carries_only_protocol_messages(home):
