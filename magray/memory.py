@@ -47,11 +47,13 @@ class Memory:
     """An open personal memory: records in three layers, searchable by meaning."""
 
     def __init__(self, where: paths.Paths, settings: config.Settings, store: Store,
-                 embedder: Embedder | None = None, warn: Callable[[str], None] | None = None):
+                 embedder: Embedder | None = None, warn: Callable[[str], None] | None = None,
+                 note: Callable[[str], None] | None = None):
         self.paths = where
         self.settings = settings
         self.db = store
         self.warn = warn or (lambda message: None)
+        self.note = note  # what is happening during a long wait (making the ONNX copy)
         self._embedder = embedder
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
         self._indexes: dict[str, LayerIndex] = {}
@@ -62,14 +64,14 @@ class Memory:
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
-             embedder: Embedder | None = None, warn: Callable[[str], None] | None = None
-             ) -> "Memory":
+             embedder: Embedder | None = None, warn: Callable[[str], None] | None = None,
+             note: Callable[[str], None] | None = None) -> "Memory":
         """Open the memory under ``home`` (default: ``MAGRAY_HOME`` or the user directories)."""
         where = paths.resolve(home)
         settings = settings or config.load(where.config_file)
         where.ensure()
         store = Store.open(where.database, busy_timeout=settings.busy_timeout)
-        return cls(where, settings, store, embedder, warn)
+        return cls(where, settings, store, embedder, warn, note)
 
     def close(self) -> None:
         self.db.close()
@@ -85,7 +87,8 @@ class Memory:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = from_settings(self.settings, self.paths.data, warn=self.warn)
+            self._embedder = from_settings(self.settings, self.paths.data, warn=self.warn,
+                                           note=self.note)
         return self._embedder
 
     def recorded_model(self) -> tuple[str | None, int | None]:

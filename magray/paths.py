@@ -5,6 +5,9 @@
     $MAGRAY_HOME/config.toml   $MAGRAY_HOME/data/   $MAGRAY_HOME/backups/
 
 Otherwise the platform's user directories are used (platformdirs).
+
+What any home can share and magray can remake (the ONNX copy of a model) lives in the user
+cache directory, ``MAGRAY_CACHE`` when that is set.
 """
 
 from __future__ import annotations
@@ -53,6 +56,18 @@ def resolve(home: str | os.PathLike | None = None) -> Paths:
     data = platformdirs.user_data_path(APP, appauthor=False)
     config = platformdirs.user_config_path(APP, appauthor=False)
     return Paths(data=data, config_file=config / "config.toml", backups=data / "backups")
+
+
+def cache_dir() -> Path:
+    """magray's cache: ``MAGRAY_CACHE``, else the platform's user cache directory. It is
+    shared by every home, MAGRAY_HOME ones included: what is kept there is derived from
+    installed models, never from a person's data."""
+    override = os.environ.get("MAGRAY_CACHE")
+    if override:
+        return Path(override).expanduser().absolute()
+    import platformdirs
+
+    return platformdirs.user_cache_path(APP, appauthor=False)
 
 
 def make_private_dir(directory: Path) -> None:
