@@ -251,3 +251,15 @@ def test_making_the_copy_is_announced(tmp_path, monkeypatch, real_embedder):
     embedder.embed_query("find my notes")
     assert len(notes) == 1 and "making a copy of the model all-MiniLM-L6-v2" in notes[0]
     assert str(tmp_path / "onnx") in notes[0] and "stopped here" in warnings[0]
+
+
+def test_the_cli_says_while_it_makes_the_copy(cli, tmp_path, monkeypatch):
+    def failing_export(directory, **job):
+        raise onnx_export.ExportError("stopped here")
+
+    monkeypatch.setenv("MAGRAY_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(onnx_export, "export", failing_export)
+    result = cli("store", "a note stored while no ONNX copy exists")
+    assert result.code == 0, result
+    assert "making a copy of the model all-MiniLM-L6-v2 for ONNX Runtime" in result.err
+    assert "warning: the ONNX encoder is unavailable (stopped here)" in result.err
