@@ -6,9 +6,14 @@ The public API is ``Memory`` plus the record types and errors. Heavy dependencie
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# ONNX Runtime keeps a telemetry device id under ~/.cache/Microsoft, outside magray's own
+# directories, unless telemetry is off; set before anything can load it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from .errors import (BusyError, ConfigError, InputError, IntegrityError, MagrayError,
                      ModelError, ModelMismatchError, NotFoundError)

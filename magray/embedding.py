@@ -3,9 +3,15 @@
 Nothing here imports torch or sentence-transformers at module level; ``import magray``
 stays cheap and commands that need no vectors never pay for the model.
 
-Device ``auto`` uses CUDA (fp16) when a real allocation on it works, else the CPU. Any CUDA
-failure while loading or encoding falls back to the CPU with a single warning; a CUDA
-out-of-memory first halves the batch size and retries.
+Device ``auto`` uses CUDA when a real allocation and kernel on it complete, else the CPU.
+On CUDA the model runs in fp16 only where its vectors agree with fp32 on probe texts
+(cosine >= 0.999, the bar the ONNX copy meets), so documents embedded on a GPU and queries
+embedded on the CPU share one vector space and one recorded model; otherwise it stays fp32.
+Any CUDA failure while loading or encoding falls back to the CPU with a single warning; a
+CUDA out-of-memory first halves the batch size and retries.
+
+torch and sentence-transformers are reached only through a ``Runtime`` object, so tests
+can hand the embedder a fake GPU and exercise every CUDA path on a machine without one.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, MagrayError, ModelError
 from .records import model_key
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -79,9 +85,57 @@ def resolve_model(spec: str, roots: Sequence[Path]) -> str:
 
 
 def gpu_present() -> bool:
-    """Is there a GPU driver torch might use? (Checked without importing torch.)"""
-    return (Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
-            or any(Path("/dev").glob("nvidia[0-9]*")))
+    """Could torch use a GPU here? A GPU driver is present and the installed torch is a CUDA
+    (or ROCm) build. Checked without importing torch (that costs seconds): a CPU-only wheel
+    on a GPU host would otherwise load torch for bulk work that ONNX does faster."""
+    driver = (Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
+              or any(Path("/dev").glob("nvidia[0-9]*")))
+    return driver and torch_build_has_gpu()
+
+
+def torch_build_has_gpu(version_file: Path | None = None) -> bool:
+    """Was the installed torch built with CUDA or ROCm? (Read from ``torch/version.py``.)"""
+    if version_file is None:
+        try:
+            spec = importlib.util.find_spec("torch")
+        except (ImportError, ValueError):
+            return False
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        version_file = Path(list(spec.submodule_search_locations)[0]) / "version.py"
+    try:
+        text = version_file.read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"^(cuda|hip)\b[^=\n]*=\s*['\"]\d", text, re.M))
+
+
+class Runtime:
+    """What the embedder needs of torch and sentence-transformers, imported on first use.
+
+    The one seam between magray and the deep-learning stack: a test passes an object with
+    the same three members (a fake GPU, one that runs out of memory...) to exercise the
+    CUDA paths on any machine.
+    """
+
+    @property
+    def torch(self) -> Any:
+        import torch
+
+        return torch
+
+    def load(self, source: str, *, device: str, truncate_dim: int | None,
+             local_files_only: bool) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(source, device=device, truncate_dim=truncate_dim,
+                                   local_files_only=local_files_only)
+
+    def gpu_present(self) -> bool:
+        return gpu_present()
+
+
+DEFAULT_RUNTIME = Runtime()
 
 
 def usable_cores() -> int:
@@ -99,15 +153,33 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def from_settings(settings: Any, data_dir: Path, warn: Warn | None = None
+def from_settings(settings: Any, data_dir: Path, warn: Warn | None = None, *,
+                  note: Warn | None = None, runtime: Runtime | None = None
                   ) -> "ConfiguredEmbedder":
     """The configured model behind the configured backend (not loaded yet)."""
     s = settings
     roots = default_model_roots(data_dir) + [Path(r) for r in s.model_roots]
     return ConfiguredEmbedder(
-        s.model, roots=roots, onnx_root=data_dir / "models" / "onnx", backend=s.backend,
+        s.model, roots=roots, onnx_root=onnx_root(data_dir), backend=s.backend,
         device=s.device, truncate_dim=s.truncate_dim, batch_size=s.batch_size,
-        threads=s.threads, allow_download=s.allow_download, warn=warn)
+        threads=s.threads, allow_download=s.allow_download, warn=warn, note=note,
+        runtime=runtime)
+
+
+def onnx_root(data_dir: Path) -> Path:
+    """Where ONNX copies of models are kept: one per model in magray's user cache directory,
+    shared by every home (a copy is ~90 MB and takes ~20 s to make), else, where that
+    directory cannot be made, under this home's data directory."""
+    from .paths import cache_dir, make_private_dir
+
+    shared = cache_dir() / "onnx"
+    try:
+        make_private_dir(shared)
+        if os.access(shared, os.W_OK | os.X_OK):
+            return shared
+    except (OSError, MagrayError):
+        pass
+    return data_dir / "models" / "onnx"
 
 
 class Embedder:
@@ -153,8 +225,10 @@ class SentenceTransformerEmbedder(Embedder):
 
     def __init__(self, model: str, *, roots: Sequence[Path], device: str = "auto",
                  truncate_dim: int = 0, batch_size: int = 64, threads: int = 0,
-                 allow_download: bool = False, warn: Warn | None = None):
+                 allow_download: bool = False, warn: Warn | None = None,
+                 runtime: Runtime | None = None):
         self.name = model
+        self.runtime = runtime or DEFAULT_RUNTIME
         self.source = resolve_model(model, roots)
         self.requested_device = device
         self.truncate_dim = truncate_dim or None
@@ -164,6 +238,7 @@ class SentenceTransformerEmbedder(Embedder):
         self.warn = warn or (lambda message: None)
         self.device: str | None = None  # known once loaded
         self.fallback_reason: str | None = None
+        self.precision: str | None = None  # "fp16" or "fp32", known once loaded
         self._model: Any = None
 
     @property
@@ -185,13 +260,17 @@ class SentenceTransformerEmbedder(Embedder):
             # One load per process and configuration: a library user (or a test suite) that
             # opens many Memory objects pays for the model once.
             if self._cache_key not in _LOADED:
-                _LOADED[self._cache_key] = (self._load(), self.device, self.fallback_reason)
-            self._model, self.device, self.fallback_reason = _LOADED[self._cache_key]
+                _LOADED[self._cache_key] = self._remembered(self._load())
+            self._model, self.device, self.fallback_reason, self.precision = \
+                _LOADED[self._cache_key]
         return self._model
 
     @property
     def _cache_key(self) -> tuple:
-        return (self.source, self.truncate_dim, self.requested_device)
+        return (self.source, self.truncate_dim, self.requested_device, id(self.runtime))
+
+    def _remembered(self, model: Any) -> tuple:
+        return (model, self.device, self.fallback_reason, self.precision)
 
     def _load(self) -> Any:
         if not self.allow_download:
@@ -200,21 +279,48 @@ class SentenceTransformerEmbedder(Embedder):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bars on our stderr
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        import torch
-
+        torch = self.runtime.torch
         torch.set_num_threads(self.threads)
         device = self._choose_device(torch)
         if device == "cuda":
+            model = None
             try:
                 model = self._load_model("cuda")
-                model.half()
+                self.precision = self._choose_precision(model)
                 self.device = "cuda"
                 return model
             except Exception as exc:  # noqa: BLE001 - any CUDA failure means: use the CPU
+                del model  # its GPU memory goes back before the CPU copy is made
+                self._empty_cuda_cache()
                 self._fall_back(f"loading on CUDA failed ({_short(exc)})")
         model = self._load_model("cpu")
-        self.device = "cpu"
+        self.device, self.precision = "cpu", "fp32"
         return model
+
+    def _choose_precision(self, model: Any) -> str:
+        """fp16 (half the memory, about twice the speed) when the model's fp16 vectors agree
+        with its fp32 ones on the probe texts as closely as the ONNX copy must agree with
+        torch; otherwise fp32. Queries are embedded in fp32 (on the CPU, by ONNX), so this
+        keeps documents made on a GPU in the vector space the recorded model names."""
+        from .onnx_export import MIN_AGREEMENT, PROBES
+
+        reference = self._probe_vectors(model)
+        model.half()
+        agreement = float((reference * self._probe_vectors(model)).sum(axis=1).min())
+        if agreement >= MIN_AGREEMENT:
+            return "fp16"
+        model.float()
+        self.warn(f"fp16 vectors of {self.name} agree with fp32 only to cosine "
+                  f"{agreement:.4f} on {len(PROBES)} probe texts; embedding in fp32 on CUDA")
+        return "fp32"
+
+    def _probe_vectors(self, model: Any) -> np.ndarray:
+        from .onnx_export import PROBES
+
+        return normalise(np.vstack([
+            model.encode_document([text], batch_size=1, convert_to_numpy=True,
+                                  show_progress_bar=False)
+            for text in PROBES]))  # one at a time: no padding to the longest
 
     def _choose_device(self, torch: Any) -> str:
         if self.requested_device == "cpu":
@@ -223,7 +329,8 @@ class SentenceTransformerEmbedder(Embedder):
         try:
             available = torch.cuda.is_available()
             if available:
-                torch.ones(1, device="cuda").add_(1)  # a real allocation and kernel launch
+                torch.ones(1, device="cuda").add_(1)  # a real allocation and kernel launch,
+                torch.cuda.synchronize()  # completed: kernel errors surface only here
                 return "cuda"
             reason = "no CUDA device is available"
         except Exception as exc:  # noqa: BLE001
@@ -234,11 +341,9 @@ class SentenceTransformerEmbedder(Embedder):
         return "cpu"
 
     def _load_model(self, device: str) -> Any:
-        from sentence_transformers import SentenceTransformer
-
         try:
-            return SentenceTransformer(self.source, device=device, truncate_dim=self.truncate_dim,
-                                       local_files_only=not self.allow_download)
+            return self.runtime.load(self.source, device=device, truncate_dim=self.truncate_dim,
+                                     local_files_only=not self.allow_download)
         except Exception as exc:  # noqa: BLE001 - any load failure is one clear message
             if device == "cuda":
                 raise
@@ -273,19 +378,28 @@ class SentenceTransformerEmbedder(Embedder):
                     raise ModelError(f"the model failed to embed: {_short(exc)}") from None
                 if _is_out_of_memory(exc) and batch > 1:
                     batch //= 2
-                    _empty_cuda_cache()
+                    self._empty_cuda_cache()
                     continue
                 self._fall_back(f"embedding on CUDA failed ({_short(exc)})")
                 model = self._model = self._to_cpu(model)
 
     def _to_cpu(self, model: Any) -> Any:
+        # Off the GPU first, then to fp32: converting on the GPU would allocate an fp32 copy
+        # on the device that has just run out of memory.
+        self._empty_cuda_cache()
         try:
-            model = model.float().to("cpu")
+            model = model.to("cpu").float()
         except Exception:  # noqa: BLE001 - a broken CUDA context: load afresh on the CPU
             model = self._load_model("cpu")
-        self.device = "cpu"
-        _LOADED[self._cache_key] = (model, self.device, self.fallback_reason)
+        self.device, self.precision = "cpu", "fp32"
+        _LOADED[self._cache_key] = self._remembered(model)
         return model
+
+    def _empty_cuda_cache(self) -> None:
+        try:
+            self.runtime.torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - best effort: a broken context cannot free memory
+            pass
 
 
 class ConfiguredEmbedder(SentenceTransformerEmbedder):
@@ -301,9 +415,11 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
     """
 
     def __init__(self, model: str, *, roots: Sequence[Path], onnx_root: Path,
-                 backend: str = "auto", lock_timeout: float = 600.0, **options: Any):
+                 backend: str = "auto", lock_timeout: float = 600.0, note: Warn | None = None,
+                 **options: Any):
         super().__init__(model, roots=roots, **options)
         self.backend = backend
+        self.note = note or (lambda message: None)
         self.onnx_root = onnx_root
         self.lock_timeout = lock_timeout
         self._onnx: dict[str, Any] = {}  # variant -> OnnxEmbedder, or None when unavailable
@@ -364,7 +480,7 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
             return None  # torch is loaded already: keep one backend per process
         if count <= SMALL_BATCH or self.requested_device == "cpu":
             return "query"
-        if self.requested_device == "cuda" or gpu_present():
+        if self.requested_device == "cuda" or self.runtime.gpu_present():
             return None
         return "query"
 
@@ -399,6 +515,9 @@ class ConfiguredEmbedder(SentenceTransformerEmbedder):
             raise ModelError(f"the int8 copy failed before "
                              f"({_note_reason(onnx_export.failure_note(model_file))})")
         if manifest is None or (model_file and not model_file.exists()):
+            what = "an int8 copy" if variant == "int8" else "a copy"
+            self.note(f"making {what} of the model {self.name} for ONNX Runtime in "
+                      f"{directory.parent} (once per model, shared by every home; ~20 s)")
             manifest = onnx_export.export(
                 directory, source=self.source, name=self.name, int8=variant == "int8",
                 truncate_dim=self.truncate_dim or 0, allow_download=self.allow_download,
@@ -474,15 +593,6 @@ def _note_reason(note: Path) -> str:
 
 def _is_out_of_memory(exc: Exception) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
-def _empty_cuda_cache() -> None:
-    import torch
-
-    try:
-        torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def _short(exc: BaseException) -> str:

@@ -484,6 +484,11 @@ class _Checker:
             vector = embedder.embed_query(PROBE_TEXT)
             embed_s = time.perf_counter() - started
             dim = int(vector.shape[-1])
+            # Queries may run on ONNX Runtime (CPU) by design; the device worth reporting is
+            # the one bulk documents are embedded on, so embed a batch that takes that path.
+            from .embedding import SMALL_BATCH
+
+            embedder.embed_documents([PROBE_TEXT] * (SMALL_BATCH + 1))
             device = getattr(embedder, "device", None) or "cpu"
         except Exception as exc:  # noqa: BLE001 - whatever breaks the model is the finding
             error = str(exc) if isinstance(exc, MagrayError) else f"{type(exc).__name__}: {exc}"

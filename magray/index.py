@@ -217,12 +217,15 @@ class LayerIndex:
         """Vectors in the view last opened (a fresh index holds the layer's record count)."""
         return 0 if self._view is None else len(self._view)
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Approximate top-k (record id, inner product) for one normalised query vector."""
+    def search(self, query: np.ndarray, k: int, *, exact_up_to: int = 0
+               ) -> list[tuple[int, float]]:
+        """Top-k (record id, inner product) for one normalised query vector: approximate,
+        except that an index of at most ``exact_up_to`` vectors is scanned in full. The
+        scan's answer depends only on the vectors, never on how the graph was built."""
         view = self.view()
         if view is None:
             return []
-        matches = view.search(query, min(k, len(view)))
+        matches = view.search(query, min(k, len(view)), exact=len(view) <= exact_up_to)
         return list(zip(matches.keys.tolist(), (1.0 - matches.distances).tolist()))
 
     # -- repairing ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Importing torch and sentence-transformers costs seconds; ONNX Runtime with the model's own
 fast tokenizer costs a tenth of that. The copy is made once, from the loaded torch model,
-and kept under ``<data>/models/onnx/<model>-<hash>/``:
+and kept, shared by every home, in magray's user cache directory (``MAGRAY_CACHE``) under
+``onnx/<model>-<hash>/``:
 
     manifest.json          what the copy is and how to feed it (prompts, lengths, padding)
     tokenizer.json         the model's fast tokenizer
@@ -121,12 +122,15 @@ def _child(job: dict) -> None:
         os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    directory = Path(job["directory"])
+    if read_manifest(directory) is not None and (
+            not job["int8"] or (directory / "model-int8.onnx").exists()):
+        return  # another process made it while this one waited: no need to load torch
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(job["source"], device="cpu",
                                 truncate_dim=job["truncate_dim"] or None,
                                 local_files_only=not job["allow_download"])
-    directory = Path(job["directory"])
     ensure(directory, model, name=job["name"])
     if job["int8"]:
         ensure_int8(directory, model)

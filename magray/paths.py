@@ -5,6 +5,9 @@
     $MAGRAY_HOME/config.toml   $MAGRAY_HOME/data/   $MAGRAY_HOME/backups/
 
 Otherwise the platform's user directories are used (platformdirs).
+
+What any home can share and magray can remake (the ONNX copy of a model) lives in the user
+cache directory, ``MAGRAY_CACHE`` when that is set.
 """
 
 from __future__ import annotations
@@ -66,6 +69,18 @@ def refuse_if_shared(path: Path) -> None:
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise MagrayError(f"{path} is writable by other users; refusing to use it "
                           f"(chmod go-w {path})")
+
+
+def cache_dir() -> Path:
+    """magray's cache: ``MAGRAY_CACHE``, else the platform's user cache directory. It is
+    shared by every home, MAGRAY_HOME ones included: what is kept there is derived from
+    installed models, never from a person's data."""
+    override = os.environ.get("MAGRAY_CACHE")
+    if override:
+        return Path(override).expanduser().absolute()
+    import platformdirs
+
+    return platformdirs.user_cache_path(APP, appauthor=False)
 
 
 def make_private_dir(directory: Path) -> None:

@@ -187,11 +187,13 @@ def synthetic(n: int, seed: int, start: int = 0) -> np.ndarray:
 
 
 def onnx_copy(cache: Path) -> Path:
-    """A home whose data dir holds the ONNX export (made once, with torch)."""
+    """The ONNX export in a magray cache (MAGRAY_CACHE) every bench home shares (made once,
+    with torch)."""
     from magray.onnx_export import export_dir
 
+    os.environ["MAGRAY_CACHE"] = ENV["MAGRAY_CACHE"] = str(cache / "magray-cache")
     home = cache / "onnx-home"
-    onnx_root = home / "data" / "models" / "onnx"
+    onnx_root = cache / "magray-cache" / "onnx"
     # The copy is named after the installed model files (paths, sizes, mtimes): a reinstall
     # makes a new one, which magray would otherwise export again inside a timed run.
     expected = export_dir(onnx_root, DEFAULT_MODEL, str(shipped_model_dir()))
@@ -207,12 +209,7 @@ def onnx_copy(cache: Path) -> Path:
 
 
 def add_onnx(home: Path, cache: Path) -> None:
-    source = onnx_copy(cache)
-    target = home / "data" / "models" / "onnx"
-    if not all((target / d.name).exists() for d in source.iterdir()):
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source, target)
+    onnx_copy(cache)  # in the cache every home shares
 
 
 def records_home(cache: Path, n: int, dtype: str = "f32", *, texts: list[str] | None = None,
@@ -295,7 +292,7 @@ rows = db.execute("SELECT id, text FROM records WHERE id IN (%s)" % ",".join("?"
 def bench_cold(args, cache: Path) -> None:
     print("1. cold search of a new query", flush=True)
     home = records_home(cache, args.records)
-    onnx_dir = next((home / "data" / "models" / "onnx").glob("*/manifest.json")).parent
+    onnx_dir = next(onnx_copy(cache).glob("*/manifest.json")).parent
     env = {**ENV, "MAGRAY_HOME": str(home)}
     nonce = f"{time.time_ns()}"
     wall(magray_cmd() + ["search", f"first use {nonce}"], env=env)  # untimed: bytecode cache

@@ -18,16 +18,21 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+@pytest.fixture(scope="session")
+def magray_cache(tmp_path_factory) -> Path:
+    """magray's cache for the whole session: the ONNX copy of the model is made once."""
+    return tmp_path_factory.mktemp("magray-cache")
+
+
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
+def home(tmp_path, monkeypatch, magray_cache) -> Path:
     for key in list(os.environ):
         if key.startswith("MAGRAY_") or key == "NO_COLOR":
             monkeypatch.delenv(key)
     path = tmp_path / "home"
     monkeypatch.setenv("MAGRAY_HOME", str(path))
-    # The ONNX copy of the model is made once per data directory (seconds, with torch);
-    # tests about it (tests/test_onnx.py) choose their backend themselves.
-    monkeypatch.setenv("MAGRAY_BACKEND", "torch")
+    # The default backend (auto) is what the suite runs; tests about a backend choose it.
+    monkeypatch.setenv("MAGRAY_CACHE", str(magray_cache))
     # Most tests exercise the short-lived layer's lifecycle (TTL, promotion, eviction) with
     # texts stored without a layer; the shipped default (assets, kept until removed) is
     # tested on its own, with this unset (tests/test_trash.py).

@@ -100,108 +100,202 @@ def test_no_cuda_on_auto_is_silent(fresh):
     assert embedder.fallback_reason == "no CUDA device is available"
 
 
-def test_cuda_requested_but_absent_warns_once(fresh):
-    embedder, warnings = fresh(device="cuda")
-    embedder.embed_documents(TEXTS)
-    embedder.embed_documents(TEXTS)
-    assert embedder.device == "cpu" and len(warnings) == 1
-    assert "no CUDA device is available; using the CPU" in warnings[0]
+class FakeOutOfMemory(RuntimeError):
+    """torch.cuda.OutOfMemoryError's stand-in (magray recognises it by name or message)."""
 
 
-def test_cuda_present_but_broken_falls_back(fresh, monkeypatch):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the probe then fails
-    embedder, warnings = fresh()
-    assert embedder.embed_documents(TEXTS).shape == (3, 384)
-    assert embedder.device == "cpu" and len(warnings) == 1
-    assert "CUDA is present but does not work" in warnings[0]
+FakeOutOfMemory.__name__ = "OutOfMemoryError"
 
 
-class FakeCudaModel:
-    """Stands in for a model on a GPU: fails as told, delegates real work to the CPU model."""
+class FakeCuda:
+    def __init__(self, available=True, kernel_error=None):
+        self.available, self.kernel_error = available, kernel_error
+        self.OutOfMemoryError = FakeOutOfMemory
+        self.emptied = 0
 
-    def __init__(self, cpu_model, fail_with=None, max_batch=None):
-        self.cpu_model, self.fail_with, self.max_batch = cpu_model, fail_with, max_batch
-        self.batches: list[int] = []
+    def is_available(self):
+        return self.available
+
+    def synchronize(self):
+        # CUDA reports a failed kernel launch asynchronously, at the next synchronisation.
+        if self.kernel_error:
+            raise RuntimeError(self.kernel_error)
+
+    def empty_cache(self):
+        self.emptied += 1
+
+
+class FakeTensor:
+    def add_(self, other):
+        return self  # launched, not finished: errors would surface at synchronize()
+
+
+class FakeTorch:
+    def __init__(self, cuda):
+        self.cuda = cuda
+
+    def set_num_threads(self, count):
+        self.threads = count
+
+    def ones(self, size, device):
+        return FakeTensor()
+
+
+class FakeModel:
+    """A model "on a GPU": fails as told, and delegates the real work to the CPU model.
+
+    fp16 is imitated by rounding the vectors to float16 (plus ``fp16_noise``); converting to
+    fp32 while on the GPU allocates there, which fails when the GPU is ``full``."""
+
+    def __init__(self, cpu_model, device, runtime):
+        self.cpu_model, self.device, self.runtime = cpu_model, device, runtime
+        self.dtype = "fp32"
 
     def half(self):
+        self.runtime.ops.append("half")
+        self.dtype = "fp16"
         return self
 
     def float(self):
+        self.runtime.ops.append(f"float on {self.device}")
+        if self.device == "cuda" and self.runtime.full:
+            raise FakeOutOfMemory("CUDA out of memory. Tried to allocate 44.00 MiB")
+        self.dtype = "fp32"
         return self
 
     def to(self, device):
-        assert device == "cpu"
-        return self.cpu_model
+        self.runtime.ops.append(f"to {device}")
+        self.device = device
+        return self
 
-    def encode_document(self, texts, batch_size, **kw):
-        import torch
+    def get_sentence_embedding_dimension(self):
+        return self.cpu_model.get_sentence_embedding_dimension()
 
-        self.batches.append(batch_size)
-        if self.fail_with:
-            raise self.fail_with
-        if self.max_batch is not None and batch_size > self.max_batch:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.cpu_model.encode_document(texts, batch_size=batch_size, **kw)
+    def encode_document(self, texts, batch_size=32, **kw):
+        rt = self.runtime
+        if self.device == "cuda" and len(texts) > 1:  # not the one-text probes of loading
+            rt.batches.append(batch_size)
+            if rt.fail_with:
+                raise rt.fail_with
+            if rt.max_batch is not None and batch_size > rt.max_batch:
+                rt.full = True
+                raise FakeOutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
+        vectors = self.cpu_model.encode_document(texts, batch_size=batch_size, **kw)
+        if self.dtype == "fp16":
+            noise = np.random.default_rng(0).standard_normal(vectors.shape) * rt.fp16_noise
+            vectors = (vectors + noise).astype(np.float16).astype(np.float32)
+        return vectors
 
     encode_query = encode_document
 
 
+class FakeRuntime:
+    """embedding.Runtime for a host with a (fake) CUDA GPU: the seam tests inject."""
+
+    def __init__(self, cpu_model, *, cuda=None, load_error=None, fail_with=None,
+                 max_batch=None, fp16_noise=0.0, gpu=True):
+        self.torch = FakeTorch(cuda or FakeCuda())
+        self.cpu_model, self.load_error, self.gpu = cpu_model, load_error, gpu
+        self.fail_with, self.max_batch, self.fp16_noise = fail_with, max_batch, fp16_noise
+        self.loads: list[str] = []
+        self.ops: list[str] = []
+        self.batches: list[int] = []
+        self.full = False
+
+    def load(self, source, *, device, truncate_dim, local_files_only):
+        self.loads.append(device)
+        if device == "cuda" and self.load_error:
+            raise RuntimeError(self.load_error)
+        return FakeModel(self.cpu_model, device, self)
+
+    def gpu_present(self):
+        return self.gpu
+
+
 @pytest.fixture
-def on_fake_gpu(fresh, monkeypatch):
-    def make(**fake):
-        embedder, warnings = fresh()
-        real_load = SentenceTransformerEmbedder._load_model
-        cpu_model = real_load(embedder, "cpu")
-        gpu = FakeCudaModel(cpu_model, **fake)
-        monkeypatch.setattr(embedder, "_choose_device", lambda torch: "cuda")
-        monkeypatch.setattr(embedder, "_load_model",
-                            lambda device: gpu if device == "cuda" else cpu_model)
-        return embedder, warnings, gpu
+def fake_gpu(fresh, real_embedder):
+    """fake_gpu(**runtime options) -> (embedder, warnings, runtime) on a fake CUDA host."""
+    def make(device="auto", **options):
+        runtime = FakeRuntime(real_embedder.model, **options)
+        embedder, warnings = fresh(device=device, runtime=runtime)
+        return embedder, warnings, runtime
     return make
 
 
-def test_load_failure_on_cuda_falls_back(fresh, monkeypatch):
-    embedder, warnings = fresh()
-    real_load = embedder._load_model
+def test_cuda_is_used_in_fp16_when_its_vectors_agree(fake_gpu, real_embedder):
+    embedder, warnings, runtime = fake_gpu()
+    vectors = embedder.embed_documents(TEXTS)
+    assert (embedder.device, embedder.precision, runtime.loads) == ("cuda", "fp16", ["cuda"])
+    assert warnings == [] and "half" in runtime.ops
+    agreement = (vectors * real_embedder.embed_documents(TEXTS)).sum(axis=1)
+    assert agreement.min() >= 0.999  # the vector space the recorded model names
 
-    def load(device):
-        if device == "cuda":
-            raise RuntimeError("CUDA error: no kernel image is available for execution")
-        return real_load(device)
 
-    monkeypatch.setattr(embedder, "_choose_device", lambda torch: "cuda")
-    monkeypatch.setattr(embedder, "_load_model", load)
+def test_fp16_that_disagrees_with_fp32_keeps_cuda_in_fp32(fake_gpu, real_embedder):
+    embedder, warnings, runtime = fake_gpu(fp16_noise=0.02)
+    vectors = embedder.embed_documents(TEXTS)
+    assert (embedder.device, embedder.precision) == ("cuda", "fp32")
+    assert runtime.ops == ["half", "float on cuda"]
+    assert len(warnings) == 1 and "embedding in fp32 on CUDA" in warnings[0]
+    assert np.allclose(vectors, real_embedder.embed_documents(TEXTS), atol=1e-5)
+
+
+def test_cuda_probe_waits_for_its_kernel(fake_gpu):
+    cuda = FakeCuda(kernel_error="CUDA error: no kernel image is available for execution")
+    embedder, warnings, runtime = fake_gpu(cuda=cuda)
     assert embedder.embed_documents(TEXTS).shape == (3, 384)
-    assert embedder.device == "cpu"
+    assert embedder.device == "cpu" and runtime.loads == ["cpu"]
+    assert len(warnings) == 1 and "CUDA is present but does not work" in warnings[0]
+
+
+def test_cuda_present_but_unavailable_falls_back(fake_gpu):
+    embedder, warnings, runtime = fake_gpu(device="cuda", cuda=FakeCuda(available=False))
+    embedder.embed_documents(TEXTS)
+    assert embedder.device == "cpu" and runtime.loads == ["cpu"]
+    assert len(warnings) == 1 and "no CUDA device is available; using the CPU" in warnings[0]
+
+
+def test_load_failure_on_cuda_falls_back(fake_gpu):
+    embedder, warnings, runtime = fake_gpu(
+        load_error="CUDA error: no kernel image is available for execution")
+    assert embedder.embed_documents(TEXTS).shape == (3, 384)
+    assert embedder.device == "cpu" and runtime.loads == ["cuda", "cpu"]
     assert len(warnings) == 1 and "loading on CUDA failed (CUDA error: no kernel" in warnings[0]
 
 
-def test_encode_failure_on_cuda_falls_back_with_same_vectors(on_fake_gpu, fresh):
-    embedder, warnings, gpu = on_fake_gpu(
+def test_encode_failure_on_cuda_falls_back_with_same_vectors(fake_gpu, real_embedder):
+    embedder, warnings, runtime = fake_gpu(
         fail_with=RuntimeError("CUDA error: an illegal memory access was encountered"))
     vectors = embedder.embed_documents(TEXTS)
     again = embedder.embed_documents(TEXTS)
     assert embedder.device == "cpu" and len(warnings) == 1
     assert "embedding on CUDA failed" in warnings[0]
-    reference, _ = fresh(device="cpu")
-    assert np.allclose(vectors, reference.embed_documents(TEXTS), atol=1e-5)
+    assert np.allclose(vectors, real_embedder.embed_documents(TEXTS), atol=1e-5)
     assert np.allclose(again, vectors)
 
 
-def test_out_of_memory_halves_the_batch(on_fake_gpu):
-    embedder, warnings, gpu = on_fake_gpu(max_batch=8)
+def test_out_of_memory_halves_the_batch(fake_gpu):
+    embedder, warnings, runtime = fake_gpu(max_batch=8)
     assert embedder.embed_documents(TEXTS).shape == (3, 384)
-    assert gpu.batches == [64, 32, 16, 8]
+    assert runtime.batches == [64, 32, 16, 8] and runtime.torch.cuda.emptied >= 3
     assert embedder.device == "cuda" and warnings == []
 
 
-def test_out_of_memory_at_batch_one_falls_back(on_fake_gpu):
-    embedder, warnings, gpu = on_fake_gpu(max_batch=0)
+def test_out_of_memory_at_batch_one_moves_off_the_gpu_before_converting(fake_gpu, real_embedder):
+    embedder, warnings, runtime = fake_gpu(max_batch=0)
     embedder.batch_size = 4
-    assert embedder.embed_documents(TEXTS).shape == (3, 384)
-    assert gpu.batches == [4, 2, 1] and embedder.device == "cpu" and len(warnings) == 1
+    vectors = embedder.embed_documents(TEXTS)
+    assert runtime.batches == [4, 2, 1] and embedder.device == "cpu" and len(warnings) == 1
+    # the fp16 model went to the CPU and became fp32 there, not on the full GPU
+    assert runtime.ops[-2:] == ["to cpu", "float on cpu"] and runtime.loads == ["cuda"]
+    assert np.allclose(vectors, real_embedder.embed_documents(TEXTS), atol=1e-5)
+
+
+def test_torch_build_without_cuda_is_no_gpu(tmp_path):
+    cpu, gpu = tmp_path / "cpu.py", tmp_path / "gpu.py"
+    cpu.write_text("cuda: Optional[str] = None\nhip: Optional[str] = None\n")
+    gpu.write_text("cuda: Optional[str] = '12.8'\nhip: Optional[str] = None\n")
+    assert not embedding.torch_build_has_gpu(cpu) and embedding.torch_build_has_gpu(gpu)
 
 
 def test_truncate_dim_changes_the_space(fresh):

@@ -28,9 +28,9 @@ TEXTS = ([n for n, _ in NOTES] + [q for _, q in NOTES] + [n for n, _ in IDENTIFI
 
 
 @pytest.fixture(scope="session")
-def onnx_root(tmp_path_factory, real_embedder):
-    """The export, made once for the session from the already loaded torch model."""
-    root = tmp_path_factory.mktemp("onnx")
+def onnx_root(magray_cache, real_embedder):
+    """The export in the session's cache (tests/conftest.py), made once, int8 copy too."""
+    root = magray_cache / "onnx"
     directory = onnx_export.export_dir(root, real_embedder.name, real_embedder.source)
     onnx_export.export(directory, source=real_embedder.source, name=real_embedder.name,
                        int8=True)
@@ -172,7 +172,6 @@ def test_damaged_copy_falls_back_to_torch(tmp_path, onnx_root, real_embedder):
 def test_cold_search_in_a_fresh_process_never_imports_torch(home, onnx_root, real_embedder):
     with Memory.open(home, embedder=real_embedder) as memory:
         memory.store_texts([n for n, _ in NOTES] + FILLER[:50], layer="assets")
-    shutil.copytree(onnx_root, home / "data" / "models" / "onnx")
     env = {**os.environ, "PYTHONPATH": str(REPO), "MAGRAY_HOME": str(home),
            "MAGRAY_BACKEND": "auto", "HF_HUB_OFFLINE": "1"}
     query = "why did we pick a relational store instead of a document database"
@@ -211,3 +210,56 @@ def test_work_left_by_a_killed_export_is_removed_by_the_next(onnx_root):
     manifest = onnx_export.ensure(directory, model=None, name="all-MiniLM-L6-v2")
     assert manifest["dim"] == 384 and not any(work.exists() for work in stale)
     assert (directory / "model.onnx").exists()
+
+
+def test_nothing_is_written_outside_magrays_directories(tmp_path, home, onnx_root):
+    """Everything a command writes lands under MAGRAY_HOME or MAGRAY_CACHE, never in the
+    user's own ~/.cache (ONNX Runtime kept a telemetry id there)."""
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(user_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("XDG_CACHE_HOME", None)
+    for args in (["store", "a note about sailing boats"], ["search", "boats"]):
+        done = subprocess.run([sys.executable, "-m", "magray", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "sailing boats" in done.stdout
+    assert [p for p in user_home.rglob("*")] == []
+
+
+def test_every_home_shares_one_copy_in_the_cache(tmp_path, magray_cache, monkeypatch):
+    from magray import config
+    from magray.embedding import from_settings
+
+    settings = config.defaults()
+    first = from_settings(settings, tmp_path / "a" / "data").onnx_dir
+    assert first == from_settings(settings, tmp_path / "b" / "data").onnx_dir
+    assert first.parent == magray_cache / "onnx"
+    (tmp_path / "a-file").write_text("")  # a cache that cannot be made: the home's own dir
+    monkeypatch.setenv("MAGRAY_CACHE", str(tmp_path / "a-file" / "cache"))
+    alone = from_settings(settings, tmp_path / "a" / "data").onnx_dir
+    assert alone.parent == tmp_path / "a" / "data" / "models" / "onnx"
+
+
+def test_making_the_copy_is_announced(tmp_path, monkeypatch, real_embedder):
+    def slow_export(directory, **job):
+        raise onnx_export.ExportError("stopped here")
+
+    monkeypatch.setattr(onnx_export, "export", slow_export)
+    notes: list[str] = []
+    embedder, warnings = configured(tmp_path / "onnx", backend="auto", note=notes.append)
+    embedder.embed_query("find my notes")
+    assert len(notes) == 1 and "making a copy of the model all-MiniLM-L6-v2" in notes[0]
+    assert str(tmp_path / "onnx") in notes[0] and "stopped here" in warnings[0]
+
+
+def test_the_cli_says_while_it_makes_the_copy(cli, tmp_path, monkeypatch):
+    def failing_export(directory, **job):
+        raise onnx_export.ExportError("stopped here")
+
+    monkeypatch.setenv("MAGRAY_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(onnx_export, "export", failing_export)
+    result = cli("store", "a note stored while no ONNX copy exists")
+    assert result.code == 0, result
+    assert "making a copy of the model all-MiniLM-L6-v2 for ONNX Runtime" in result.err
+    assert "warning: the ONNX encoder is unavailable (stopped here)" in result.err

@@ -145,3 +145,73 @@ def test_embeddings_are_normalised_float32_blobs(memory):
     blob, = memory.db.conn.execute("SELECT embedding FROM records").fetchone()
     vector = np.frombuffer(blob, dtype=np.float32)
     assert vector.shape == (384,) and np.linalg.norm(vector) == pytest.approx(1, abs=1e-5)
+
+
+@pytest.fixture
+def sparse_graph_memory(home):
+    """2,000 records under the sparsest HNSW settings magray accepts: the graph misses
+    many true neighbours, so only an exact scan finds them."""
+    from conftest import FakeEmbedder
+
+    from magray import Memory, config
+
+    settings = config.load(home / "config.toml").replace(hnsw_m=2, hnsw_ef_search=1)
+    with Memory.open(home, settings=settings, embedder=FakeEmbedder(dim=64)) as memory:
+        memory.store_texts([f"note {i} on {FILLER[i % len(FILLER)]}" for i in range(2000)],
+                           layer="assets")
+        yield memory
+
+
+def exact_top(memory, query: str, n: int) -> list[int]:
+    keys, vectors = memory.db.vectors(memory.db.filtered_ids(["assets"], Filters(), limit=10**6),
+                                      memory.dim)
+    scores = vectors @ memory.embedder.embed_query(query)
+    return [int(keys[i]) for i in np.lexsort((keys, -scores))[:n]]
+
+
+def test_a_layer_small_enough_is_searched_exactly(sparse_graph_memory):
+    """Results do not depend on how an index happened to be built: a layer of up to
+    EXACT_LIMIT records gives the exact top-k, before and after a rebuild."""
+    memory = sparse_graph_memory
+    queries = ["budget review", "tulips by the river", "restart the server", "sailing"] + \
+        [FILLER[i][:40] for i in range(0, 120, 10)]
+    before = [[h.record.id for h in memory.search(q, mode="vector", top_k=10, track=False)]
+              for q in queries]
+    assert before == [exact_top(memory, q, 10) for q in queries]
+    memory.index("assets").path.unlink()
+    memory.sync(rebuild=True)
+    after = [[h.record.id for h in memory.search(q, mode="vector", top_k=10, track=False)]
+             for q in queries]
+    assert after == before
+
+
+def test_a_delete_racing_a_search_does_not_rebuild_the_index(fake_memory, monkeypatch):
+    import magray.memory as mem
+    from magray import Memory
+    from magray.index import LayerIndex
+
+    monkeypatch.setattr(mem, "EXACT_LIMIT", 0)  # the HNSW path, as in a large layer
+    fake_memory.store_texts(FILLER[:60], layer="assets")
+    query = FILLER[3]
+    first = fake_memory.search(query, mode="vector", top_k=5, track=False)
+    doomed = first[0].record.id
+    rebuilds = []
+    real_sync, real_search = LayerIndex.sync, LayerIndex.search
+
+    def sync(self, *, rebuild=False):
+        rebuilds.append(rebuild)
+        return real_sync(self, rebuild=rebuild)
+
+    def search(self, *args, **kw):  # another process deletes between index and database
+        found = real_search(self, *args, **kw)
+        if found and not rebuilds:
+            with Memory.open(fake_memory.paths.data.parent,
+                             embedder=fake_memory.embedder) as other:
+                other.forget([doomed])
+        return found
+
+    monkeypatch.setattr(LayerIndex, "sync", sync)
+    monkeypatch.setattr(LayerIndex, "search", search)
+    hits = fake_memory.search(query, mode="vector", top_k=5, track=False)
+    assert [h.record.id for h in hits] == [h.record.id for h in first[1:]] + [hits[-1].record.id]
+    assert doomed not in {h.record.id for h in hits} and True not in rebuilds

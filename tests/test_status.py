@@ -562,3 +562,22 @@ def test_python_m_magray_status_exit_codes(filled, home):
     broken = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
     assert broken.returncode == 1 and json.loads(broken.stdout)["healthy"] is False
     assert broken.stderr.startswith("error: unhealthy: the index file for interact is damaged")
+
+
+def test_check_model_on_a_cuda_host_reports_cuda(home, real_embedder):
+    """Queries run on ONNX Runtime (CPU) by design; the check reports the device documents
+    are embedded on, and warns of no fallback when CUDA works (a fake GPU here)."""
+    from test_embedding import FakeRuntime
+
+    from magray import config, health
+    from magray.embedding import from_settings
+
+    settings = config.load(home / "config.toml").replace(device="cuda")
+    from_settings(settings, home / "data").embed_query("x")  # the ONNX copy exists, as usual
+    runtime = FakeRuntime(real_embedder.model)
+    embedder = from_settings(settings, home / "data", runtime=runtime)
+    report = health.check(home, settings=settings, check_model=True, embedder=embedder)
+    probe = report.model.probe
+    assert (probe.device, probe.cuda_unused, probe.error) == ("cuda", None, None)
+    assert runtime.loads == ["cuda"]
+    assert "model_cpu_fallback" not in {alert.code for alert in report.alerts}

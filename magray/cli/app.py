@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -74,4 +75,5 @@ def open_memory(ctx: typer.Context, **flags: Any):
 
     home = ctx.find_root().obj.get("home")
     settings = config.load(paths.resolve(home).config_file).replace(**flags)
-    return Memory.open(home, settings=settings, warn=output.warn)
+    return Memory.open(home, settings=settings, warn=output.warn,
+                       note=lambda message: print(message, file=sys.stderr, flush=True))
