@@ -1,0 +1,80 @@
+"""Faults on every write path: kill -9 at points spread over each command's run, a disk that
+fills, a read-only home. The table of operations and the invariants are scripts/torture.py's
+(its phases 3-5); here they run with the fake embedder (tests/fault_driver.py), a few faults
+each. Marked slow: `-m "not slow"` skips them locally; CI runs them."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import torture  # noqa: E402
+
+FAKE = torture.Magray(command=(sys.executable, str(ROOT / "tests" / "fault_driver.py")))
+SIZE = 200  # records in the memory each operation starts from
+KILLS = 3  # kill points per operation
+OPERATIONS = {op.name: op for op in torture.OPERATIONS}
+DISK = [op.name for op in torture.OPERATIONS if op.disk]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("faults")
+    return torture.prepare_templates(FAKE, root, SIZE, torture.OPERATIONS)
+
+
+def kill_points(events: int, name: str) -> list[int]:
+    """KILLS events spread over the run: one in each part, at a random place in it."""
+    rng = random.Random(f"kill {name}")
+    return [1 + int((part + rng.random()) * events / KILLS) for part in range(KILLS)]
+
+
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_kill_9_anywhere_in_a_write_keeps_every_acknowledged_record(name, templates, tmp_path):
+    op = OPERATIONS[name]
+    counted = tmp_path / "events"
+    reference = torture.reference_run(FAKE, op, templates[name], tmp_path,
+                                      env={"FAULT_EVENTS": str(counted)})
+    failures = []
+    for point in kill_points(int(counted.read_text()), name):
+        trial, checks, found = torture.kill_trial(FAKE, op, templates[name], tmp_path, reference,
+                                                  None, env={"FAULT_KILL_AT": str(point)})
+        assert trial.killed, f"event {point} never came: {trial.err[-300:]}"
+        assert checks >= 6
+        failures += [f"killed at event {point}: {f}" for f in found]
+    assert failures == []
+
+
+needs_mount = pytest.mark.skipif(not torture.can_mount(),
+                                 reason="mounting a tmpfs is not permitted here")
+
+
+@needs_mount
+@pytest.mark.parametrize("name", DISK)
+def test_a_disk_that_fills_loses_nothing_and_the_next_command_works(name, templates,
+                                                                    tmp_path):
+    op = OPERATIONS[name]
+    reference = torture.reference_run(FAKE, op, templates[name], tmp_path)
+    failures = []
+    for room in (0, reference.growth // 2):
+        trial, _, found = torture.disk_trial(FAKE, op, templates[name], reference, room)
+        failures += [f"{room} bytes free, exit {trial.code}: {f}" for f in found]
+    assert failures == []
+
+
+@needs_mount
+@pytest.mark.parametrize("name", list(OPERATIONS) + [argv[0] for argv in torture.READS])
+def test_a_read_only_home_changes_nothing_and_fails_in_one_line(name, templates):
+    op = OPERATIONS.get(name)
+    argv = op.argv if op else next(a for a in torture.READS if a[0] == name)
+    template = templates[name] if op else templates["store"]
+    _, failures = torture.readonly_trial(FAKE, op, argv, template)
+    assert failures == []
