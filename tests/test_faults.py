@@ -6,6 +6,7 @@ each. Marked slow: `-m "not slow"` skips them locally; CI runs them."""
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -56,6 +57,30 @@ def test_kill_9_anywhere_in_a_write_keeps_every_acknowledged_record(name, templa
 needs_mount = pytest.mark.skipif(not torture.can_mount(),
                                  reason="mounting a tmpfs is not permitted here")
 
+# Bugs the campaign found that belong to other work on issue 13 (sqlite3 and usearch errors
+# escaping the error tree): the test is an expected failure while only how the failure is
+# told is wrong. Lost or damaged data always fails.
+SQLITE = "issue 13, sqlite3 errors escape the error tree: "
+KNOWN = {
+    ("disk", "store"): SQLITE + "a full disk mid-store is told as a damaged database, exit 3",
+    ("disk", "import"): SQLITE + "a full disk mid-import is told as a damaged database, exit 3",
+    ("disk", "optimize"): "a full disk while an index is saved escapes as usearch's "
+                          "RuntimeError 'Failed to serialize into stream', with a traceback",
+    ("read-only", "forget"): SQLITE + "a read-only home gives a sqlite3 traceback",
+    ("read-only", "promote"): SQLITE + "a read-only home gives a sqlite3 traceback",
+    ("read-only", "optimize --reembed"): SQLITE + "a read-only home gives a sqlite3 traceback",
+    ("read-only", "clean"): "clean on a read-only home prints an error line per layer",
+}
+
+
+def assert_held(failures: list[str], phase: str, name: str) -> None:
+    """Data invariants must hold; a known reporting bug makes the test an expected failure."""
+    told = [f for f in failures if re.match(r"(?:[^:]*: )?(?:full disk|read-only home):", f)]
+    assert [f for f in failures if f not in told] == []
+    if told and (phase, name) in KNOWN:
+        pytest.xfail(f"{KNOWN[phase, name]} ({told[0][:200]})")
+    assert told == []
+
 
 @needs_mount
 @pytest.mark.parametrize("name", DISK)
@@ -64,17 +89,23 @@ def test_a_disk_that_fills_loses_nothing_and_the_next_command_works(name, templa
     op = OPERATIONS[name]
     reference = torture.reference_run(FAKE, op, templates[name], tmp_path)
     failures = []
-    for room in (0, reference.growth // 2):
+    for room in (0, (reference.growth + reference.database) // 2):
         trial, _, found = torture.disk_trial(FAKE, op, templates[name], reference, room)
         failures += [f"{room} bytes free, exit {trial.code}: {f}" for f in found]
-    assert failures == []
+    assert_held(failures, "disk", name)
 
 
 @needs_mount
-@pytest.mark.parametrize("name", list(OPERATIONS) + [argv[0] for argv in torture.READS])
-def test_a_read_only_home_changes_nothing_and_fails_in_one_line(name, templates):
-    op = OPERATIONS.get(name)
-    argv = op.argv if op else next(a for a in torture.READS if a[0] == name)
-    template = templates[name] if op else templates["store"]
-    _, failures = torture.readonly_trial(FAKE, op, argv, template)
+@pytest.mark.parametrize("name", list(OPERATIONS))
+def test_a_read_only_home_changes_nothing_and_fails_in_one_line(name, templates, tmp_path):
+    op = OPERATIONS[name]
+    reference = torture.reference_run(FAKE, op, templates[name], tmp_path)
+    _, failures = torture.readonly_trial(FAKE, op, op.argv, templates[name], reference)
+    assert_held(failures, "read-only", name)
+
+
+@needs_mount
+@pytest.mark.parametrize("argv", torture.READS, ids=[argv[0] for argv in torture.READS])
+def test_reading_a_read_only_home_works(argv, templates):
+    _, failures = torture.readonly_trial(FAKE, None, argv, templates["store"], None)
     assert failures == []
