@@ -63,10 +63,12 @@ needs_mount = pytest.mark.skipif(not torture.can_mount(),
 # told is wrong. Lost or damaged data always fails.
 SQLITE = "issue 13, sqlite3 errors escape the error tree: "
 KNOWN = {
-    ("disk", "store"): SQLITE + "a full disk mid-store is told as a damaged database, exit 3",
+    ("disk", "store"): SQLITE + "a full disk mid-store is told as a damaged database, exit 3 "
+                       "(or, where the index save fills it, usearch's RuntimeError escapes)",
     ("disk", "import"): SQLITE + "a full disk mid-import is told as a damaged database, exit 3",
     ("disk", "optimize"): "a full disk while an index is saved escapes as usearch's "
-                          "RuntimeError 'Failed to serialize into stream', with a traceback",
+                          "RuntimeError 'Failed to serialize into stream', with a traceback "
+                          "(and a full disk in VACUUM is told as a damaged database, exit 3)",
     ("read-only", "forget"): SQLITE + "a read-only home gives a sqlite3 traceback",
     ("read-only", "promote"): SQLITE + "a read-only home gives a sqlite3 traceback",
     ("read-only", "optimize --reembed"): SQLITE + "a read-only home gives a sqlite3 traceback",
@@ -90,7 +92,7 @@ def test_a_disk_that_fills_loses_nothing_and_the_next_command_works(name, templa
     op = OPERATIONS[name]
     reference = torture.reference_run(FAKE, op, templates[name], tmp_path)
     failures = []
-    for room in (0, (reference.growth + reference.database) // 2):
+    for room in (0, reference.growth + reference.database):  # full; fills on the way
         trial, _, found = torture.disk_trial(FAKE, op, templates[name], reference, room)
         failures += [f"{room} bytes free, exit {trial.code}: {f}" for f in found]
     assert_held(failures, "disk", name)
@@ -100,7 +102,8 @@ def test_a_disk_that_fills_loses_nothing_and_the_next_command_works(name, templa
 @pytest.mark.parametrize("name", list(OPERATIONS))
 def test_a_read_only_home_changes_nothing_and_fails_in_one_line(name, templates, tmp_path):
     op = OPERATIONS[name]
-    reference = torture.reference_run(FAKE, op, templates[name], tmp_path)
+    rerun = op.after[:1] == (op.argv,)  # then the rerun must finish what the reference did
+    reference = torture.reference_run(FAKE, op, templates[name], tmp_path) if rerun else None
     _, failures = torture.readonly_trial(FAKE, op, op.argv, templates[name], reference)
     assert_held(failures, "read-only", name)
 
