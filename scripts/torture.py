@@ -649,8 +649,11 @@ def write_path_campaign(magray: Magray, operations: Sequence[Operation], kills: 
 
 def can_mount() -> bool:
     with tempfile.TemporaryDirectory() as probe:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe],
-                              capture_output=True)
+        try:
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe],
+                                  capture_output=True)
+        except OSError:  # no mount command
+            return False
         if done.returncode:
             return False
         subprocess.run(["umount", probe], check=True)
