@@ -78,15 +78,19 @@ class Hit:
 @dataclass(frozen=True)
 class Stored:
     """The outcome of storing one text: its record id, and whether it joined an existing one
-    (``similarity``: 1.0 for the same text, the cosine similarity for a near-duplicate)."""
+    (``similarity``: 1.0 for the same text, the cosine similarity for a near-duplicate),
+    and the kinds of credentials redacted from it before it was stored (setting secrets)."""
 
     id: int
     layer: str
     duplicate: bool
     similarity: float | None = None
+    redacted: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["redacted"] = list(self.redacted)
+        return data
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import Callable, Iterable, Iterator, Pattern, TypeVar
 
 from .errors import InputError
+from .records import content_hash
 
 MODES = ("redact", "refuse", "allow")
 METADATA = ("tags", "project", "session", "kind")
@@ -280,8 +281,22 @@ def cleaned(fields: dict[str, object], findings: tuple[Finding, ...]) -> dict[st
     return changes
 
 
-def record_fields(record: object) -> dict[str, object]:
+def record_fields(item: object) -> dict[str, object]:
+    """The text and metadata of a NewRecord, a Record or an import Entry."""
+    record = getattr(item, "record", item)
     return {"text": record.text, **{k: getattr(record, k) for k in METADATA}}  # type: ignore
+
+
+def _changed(item: R, changes: dict[str, object]) -> R:
+    record = getattr(item, "record", None)
+    if record is None:
+        return replace(item, **changes)  # type: ignore[type-var]
+    if "text" not in changes:
+        return replace(item, record=replace(record, **changes))  # type: ignore
+    # an import Entry: its vector was made from the text that held the credential
+    changes["content_hash"] = content_hash(changes["text"])  # type: ignore[arg-type]
+    return replace(item, record=replace(record, **changes), vector=None,  # type: ignore
+                   vector_model=None)
 
 
 class Guard:
@@ -321,7 +336,7 @@ class Guard:
         places = ", ".join(f.describe() for f in findings[:3])
         more = f" and {len(findings) - 3} more" if len(findings) > 3 else ""
         self.warn(f"{where}: redacted {places}{more} before storing (setting secrets)")
-        return replace(item, **cleaned(record_fields(item), findings)), kinds  # type: ignore
+        return _changed(item, cleaned(record_fields(item), findings)), kinds
 
 
 def located(items: Iterable[R], noun: str) -> Iterator[tuple[str, R]]:

@@ -18,6 +18,7 @@ from .app import app
 # Registration order is the order of `magray --help`.
 from . import store, search, records  # noqa: F401,E402
 from . import lifecycle, status, backup, transfer  # noqa: F401,E402
+from . import scan  # noqa: F401,E402
 from . import config, completion  # noqa: F401,E402
 
 __all__ = ["app", "main"]
