@@ -16,6 +16,7 @@ Nothing here ever puts a secret's value in a message: a finding names its kind a
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -104,11 +105,12 @@ def _generic_detectors() -> list[Detector]:
                  c(r"(?i)\b(?:x-api-key|x-auth-token|api-key|private-token|x-goog-api-key)"
                    r"\s*:\s*[\"']?([^\s\"']{12,})"), 1),
         Detector("connection-string-password",
-                 c(r"(?i)(?:;\s*(?:password|pwd)\s*=\s*([^;\"']+?)\s*(?=;|$|[\"'])|"
-                   r"\b(?:password|pwd)\s*=\s*([^;\s\"']+)\s*;)"), -1, _real_value),
+                 c(r"(?i)(?:;\s*(?:password|pwd)\s*=\s*([^;\"']{1,200}?)\s*(?=;|$|[\"'])|"
+                   r"\b(?:password|pwd)\s*=\s*([^;\s\"']{1,200})\s*;)"), -1, _real_value),
         Detector("password",
                  c(r"(?i)(?<![\w-])[\w.-]*?" + _KEYWORDS + r"[\"']?\s*(?:=|:=|:|=>)\s*"
-                   r"(\"[^\"\n]+\"|'[^'\n]+'|[^\s,;\"'()\[\]{}]+)"), 1, _real_value),
+                   r"(\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s,;\"'()\[\]{}]{1,200}"
+                   r"(?![^\s,;\"'()\[\]{}]))"), 1, _real_value),
         Detector("password",
                  c(r"(?i)\b(?:password|passphrase|passwd)\s+(?:is|was|=)\s+[\"'`]?"
                    r"([^\s\"'`]*(?:\d|[^\w\s\"'`])[^\s\"'`]*)[\"'`]?(?=[\s.,;]|$)"), 1,
@@ -139,6 +141,9 @@ def _own_detectors() -> list[Detector]:
                                           r"[A-Za-z0-9_~.\-]{31,34}(?![\w~.\-])")),
         Detector("azure-sas-token", c(r"[?&]sig=([A-Za-z0-9%+/=]{30,})")),
         Detector("npm-token", c(r"\bnpm_[A-Za-z0-9]{36}\b")),
+        # detect-secrets' NpmDetector (//.+/:_authToken=) is quadratic on long lines
+        Detector("npm-token", c(r"(?<![^\s\"'])//[^\s/]+(?:/[^\s/]+)*/:_authToken=\s*"
+                                r"[\"']?([^\s\"']+)"), 1, _real_value),
     ]
 
 
@@ -152,7 +157,6 @@ _LIBRARY = {
     "stripe.StripeDetector": "stripe-key",
     "openai.OpenAIDetector": "openai-key",
     "pypi_token.PypiTokenDetector": "pypi-token",
-    "npm.NpmDetector": "npm-token",
     "jwt.JwtTokenDetector": "jwt",
     "azure_storage_key.AzureStorageKeyDetector": "azure-storage-key",
     "basic_auth.BasicAuthDetector": "url-password",
@@ -164,6 +168,9 @@ _LIBRARY = {
 }
 
 
+_TOKEN_START = r"(?<![A-Za-z0-9_\-])"
+
+
 def _library_detectors() -> list[Detector]:
     import importlib
 
@@ -173,9 +180,11 @@ def _library_detectors() -> list[Detector]:
         plugin = getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), cls)
         valid = getattr(plugin, "is_formally_valid", None)
         for pattern in plugin.denylist:
+            if kind != "url-password":  # its own character classes keep it linear
+                # Matches may start only where a token starts: without this, a long run of
+                # a prefix ("sk-sk-sk-...", "eyJeyJ...") costs time quadratic in its length.
+                pattern = re.compile(_TOKEN_START + pattern.pattern, pattern.flags)
             group = 1 if pattern.groups and kind in ("url-password", "aws-access-key") else 0
-            if kind == "npm-token":
-                group = 1
             found.append(Detector(kind, pattern, group, valid or (
                 _not_example if kind == "aws-access-key" else None)))
     return found
@@ -203,6 +212,7 @@ def find(text: str, field: str = "text") -> list[Finding]:
     if not text or not _HINTS.search(text):
         return []
     spans: list[Finding] = []
+    taken: list[tuple[int, int]] = []  # sorted, disjoint (start, end) of the findings so far
     for detector in detectors():
         for match in detector.pattern.finditer(text):
             if detector.group < 0:  # alternatives: the one group that matched
@@ -216,8 +226,10 @@ def find(text: str, field: str = "text") -> list[Finding]:
             value = text[start:end]
             if detector.valid is not None and not detector.valid(value):
                 continue
-            if any(s.start < end and start < s.end for s in spans):
-                continue
+            at = bisect.bisect_left(taken, (start, end))
+            if (at and taken[at - 1][1] > start) or (at < len(taken) and taken[at][0] < end):
+                continue  # overlaps an earlier (more specific) finding
+            taken.insert(at, (start, end))
             spans.append(Finding(detector.kind, field, start, end))
     return sorted(spans, key=lambda f: f.start)
 

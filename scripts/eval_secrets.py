@@ -26,6 +26,9 @@ from tests.secrets_corpus import LOOKALIKES, SECRETS  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entropy", action="store_true")
+    parser.add_argument("--worst", type=int, metavar="CHARS", default=0,
+                        help="also time find() on adversarial texts of this length (each "
+                             "repeats a credential prefix: the time must grow linearly)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every miss")
     args = parser.parse_args()
     right, wrong, found, total = Counter(), Counter(), Counter(), Counter()
@@ -71,8 +74,29 @@ def main() -> None:
     print(f"find(): {per * 1e6:.1f} µs per text (mean over the set)")
     if args.entropy:
         _entropy()
+    if args.worst:
+        _worst(args.worst)
     if args.verbose:
         print("\n".join(misses))
+
+
+PREFIXES = ["eyJ", "://a:", "sk-", "//", "xoxb-1-", "glpat-", "AKIA", "AIza", "sk-ant-api03-",
+            "ghp_", "github_pat_", "pypi-AgEIcHlwaS5vcmc", "npm_", "Authorization: Bearer ",
+            "x-api-key: ", "sig=", "1Q~", "Password=", ";pwd=", "password is ", "-p ",
+            "aws_secret=", "-----BEGIN PRIVATE KEY-----", "PuTTY-User-Key-File-2:", "a:b@",
+            "//a/:_authToken=", "password=", "key=\"", "AccountKey=", "a", "aws "]
+
+
+def _worst(n: int) -> None:
+    secrets.detectors()
+    times = []
+    for prefix in PREFIXES:
+        text = prefix * (n // len(prefix))
+        started = time.perf_counter()
+        secrets.find(text)
+        times.append((time.perf_counter() - started, prefix))
+    seconds, prefix = max(times)
+    print(f"worst find() on {n} characters: {seconds:.2f} s ({prefix!r} repeated)")
 
 
 def _entropy() -> None:
