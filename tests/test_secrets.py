@@ -57,10 +57,12 @@ def test_store_redacts_warns_and_reports_without_the_value(cli, home):
 
 
 def test_metadata_is_screened_too(cli, home):
-    result = cli("store", "a note", "--project", f"proj-{SECRET}", "--json")
+    result = cli("store", "a note", "--project", f"proj {SECRET}", "--tag", SECRET, "--json")
     assert json.loads(result.out)[0]["redacted"] == ["github-token"]
     record = json.loads(cli("list", "--json").out)[0]
-    assert record["project"] == "proj-[redacted: github-token]"
+    assert record["project"] == "proj [redacted: github-token]"
+    assert record["tags"] == ["[redacted: github-token]"]
+    assert _files_hold(home, SECRET) == []
 
 
 def test_refuse_writes_nothing_and_names_the_line(cli, home, monkeypatch):
