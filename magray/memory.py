@@ -238,10 +238,7 @@ class Memory:
             found += bool(secrets.inspect(secrets.record_fields(item)))
             yield item
         if found:
-            with self.db.write() as conn:
-                conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
-                             "value = CAST(value AS INTEGER) + ?",
-                             (scan.FOUND_KEY, str(found), found))
+            scan.count_found(self.db, found)
 
     def _sync_after_write(self, layers: Iterable[str]) -> None:
         """Update indexes after a committed write. The records are safe in the database

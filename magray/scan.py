@@ -25,6 +25,7 @@ from .records import content_hash
 
 if TYPE_CHECKING:
     from .memory import Memory
+    from .store import Store
 
 FOUND_KEY = "secrets_found"  # meta: records holding credentials at the last scan or write
 BATCH = 2000
@@ -66,6 +67,13 @@ class ScanReport:
 
 
 Row = tuple  # (id, text, layer, kind, tags json, project, session, content_hash)
+
+
+def count_found(store: "Store", found: int) -> None:
+    """Add ``found`` records holding credentials (stored with secrets=allow) to the count."""
+    with store.write() as conn:
+        conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                     "value = CAST(value AS INTEGER) + ?", (FOUND_KEY, str(found), found))
 
 
 def _records(conn: sqlite3.Connection) -> Iterator[Row]:
