@@ -23,6 +23,7 @@ DTYPES = ("f32", "f16")
 # the features of the promotion score (magray/layers.py), weighted by score_weights
 SCORE_FEATURES = ("access", "recency", "age", "words", "importance", "neighbours")
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+SECRETS = ("redact", "refuse", "allow")  # magray/secrets.py MODES
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ SPEC: dict[str, Setting] = {
         Setting("allow_download", False, "let sentence-transformers fetch a model from its hub"),
         Setting("max_text_bytes", 512 * 1024, "largest text accepted, in bytes of UTF-8",
                 minimum=1, maximum=64 * 1024 * 1024),
+        Setting("secrets", "redact",
+                "credentials in texts to store: redact (replace by a marker), refuse or allow",
+                choices=SECRETS),
         Setting("hnsw_m", 16, "HNSW connectivity (M) of the vector indexes", minimum=2, maximum=256),
         Setting("hnsw_ef_construction", 200, "HNSW expansion when adding", minimum=1,
                 maximum=4096),

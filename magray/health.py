@@ -291,6 +291,7 @@ class _Checker:
             self.store, alerts_before = store, len(self.alerts)
             try:
                 with store.read():  # one snapshot for every figure
+                    self._secrets(store)
                     model = self._model(store)
                     return {"store_id": store.store_id, "model": model,
                             "layers": tuple(self._layer(name, model.dimension)
@@ -306,6 +307,14 @@ class _Checker:
                 "cache": CacheHealth(0, 0, 0, 0, 0), "trash": 0,
                 "operations": tuple(OperationStats(op, 0, None, None, None, 0, 0.0)
                                     for op in OPERATIONS)}
+
+    def _secrets(self, store: Reader) -> None:
+        # The count the last scan (or a write with secrets=allow) left: status never scans.
+        found = int(store.meta("secrets_found") or 0)
+        if found:
+            self.alert("warning", "secrets_stored",
+                       f"{found} record(s) hold credentials (keys, tokens or passwords)",
+                       "run `magray scan` to list them and `magray scan --apply` to redact them")
 
     # -- layers and their indexes ---------------------------------------------------------
 

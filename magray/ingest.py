@@ -123,11 +123,15 @@ class Validated(Generic[T]):
         return self.count
 
     def __iter__(self) -> Iterator[T]:
+        return (item for _, item in self.numbered())
+
+    def numbered(self) -> Iterator[tuple[int, T]]:
+        """(input line number, item): how messages name a line (magray/secrets.py)."""
         self._spool.seek(0)
         for number, line in _lines(self._spool, self._max_bytes):
             item = self._parse(number, line)
             if item is not None:
-                yield item
+                yield number, item
 
     def close(self) -> None:
         self._spool.close()

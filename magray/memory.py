@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -30,11 +30,12 @@ from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, St
 from .store import Op, Store, VectorNeeded, fts_query
 
 if TYPE_CHECKING:
-    from . import dedupe, lifecycle, maintenance
+    from . import dedupe, lifecycle, maintenance, scan
     from .backup import BackupInfo, BackupResult, Listing, Pruned, RestoreResult, Retention
     from .transfer import Entry, ImportReport
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 MODES = ("hybrid", "vector", "keyword")
 # Filtered candidate sets, and whole layers, of up to this many records are searched
 # exactly: deterministic results, at ~1.5 ms a query for 20,000 vectors against ~0.3 ms for
@@ -205,6 +206,8 @@ class Memory:
         the first batch before the first window is embedded; Ctrl-C raises
         ``StoreInterrupted``, which holds what was committed."""
         self.check_model()
+        redacted: dict[int, tuple[str, ...]] = {}
+        items = self._screened(items, "text", redacted)
         results: list[Stored] = []
         self._op = Op("store", time.perf_counter())
         from . import dedupe
@@ -224,7 +227,44 @@ class Memory:
         finally:
             self._op = None
         self._sync_after_write(sorted({r.layer for r in results}))
-        return results
+        return [replace(r, redacted=redacted[n]) if n in redacted else r
+                for n, r in enumerate(results)]
+
+    def _screened(self, items: Iterable[T], noun: str, redacted: dict[int, tuple[str, ...]]
+                  ) -> Iterable[T]:
+        """``items`` as the ``secrets`` setting lets them be written: with each credential
+        redacted (``redacted`` collects each changed item's kinds, by position), or, for
+        ``refuse``, all of them checked before the first is (an InputError otherwise)."""
+        from . import secrets
+
+        guard = secrets.Guard(self.settings.secrets, self.warn)
+        if not guard.active:
+            return self._counted(items)
+        if guard.mode == "refuse":
+            if not isinstance(items, Sequence) and not hasattr(items, "numbered"):
+                items = list(items)  # a one-shot iterator: held, to be read twice
+            guard.check_all(secrets.located(items, noun))
+
+        def screen() -> Iterator[T]:
+            for n, (where, item) in enumerate(secrets.located(items, noun)):
+                item, kinds = guard.screen(where, item)
+                if kinds:
+                    redacted[n] = kinds
+                yield item
+
+        return screen()
+
+    def _counted(self, items: Iterable[T]) -> Iterator[T]:
+        """secrets=allow: store as given, but count the records holding credentials, so
+        that `magray status` warns (the count `magray scan` keeps, see magray/scan.py)."""
+        from . import scan, secrets
+
+        found = 0
+        for item in items:
+            found += bool(secrets.inspect(secrets.record_fields(item)))
+            yield item
+        if found:
+            scan.count_found(self.db, found)
 
     def _sync_after_write(self, layers: Iterable[str]) -> list[SyncReport]:
         """Update indexes after a committed write: the one way every write path does its
@@ -533,6 +573,14 @@ class Memory:
 
         return maintenance.optimize(self, reembed=reembed, progress=progress)
 
+    def scan(self, *, apply: bool = False) -> "scan.ScanReport":
+        """Find credentials already stored (records; never their values in the report);
+        with ``apply``, redact them in place: re-embedded, FTS rebuilt, their cached vectors
+        removed, old pages overwritten."""
+        from . import scan
+
+        return scan.scan(self, apply=apply)
+
     # -- reading --------------------------------------------------------------------------
 
     def get(self, record_id: int) -> Record | None:
@@ -696,7 +744,8 @@ class Memory:
 
         totals: dict[str, int] = {"added": 0, "merged": 0, "unchanged": 0, "embedded": 0}
         layers: set[str] = set()
-        pending = iter(entries)
+        redacted: dict[int, tuple[str, ...]] = {}
+        pending = iter(self._screened(entries, "record", redacted))
         while batch := list(islice(pending, STORE_BATCH)):
             vectors = self._import_vectors(batch, totals)
             while True:
@@ -713,7 +762,7 @@ class Memory:
             if progress:
                 progress(len(batch))
         self._sync_after_write(sorted(layers))
-        return ImportReport(**totals)
+        return ImportReport(**totals, redacted=len(redacted))
 
     def _import_vectors(self, batch: Sequence["Entry"], totals: dict[str, int]
                         ) -> dict[str, np.ndarray]:

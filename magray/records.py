@@ -95,16 +95,20 @@ class Stored:
     """The outcome of storing one text: its record id, and whether it was already stored
     (``duplicate``: the same text in the same layer, counted as an access; ``similarity``
     1.0). A new text that closely resembles a record of its layer is stored all the same,
-    and ``near`` names that record (``similarity``: their cosine similarity)."""
+    and ``near`` names that record (``similarity``: their cosine similarity). ``redacted``:
+    the kinds of credentials replaced before it was stored (setting secrets)."""
 
     id: int
     layer: str
     duplicate: bool
     similarity: float | None = None
     near: int | None = None
+    redacted: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["redacted"] = list(self.redacted)
+        return data
 
 
 @dataclass(frozen=True)

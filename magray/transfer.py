@@ -50,16 +50,18 @@ class Entry:
 @dataclass(frozen=True)
 class ImportReport:
     """What an import did: records added, merged into an existing one, left unchanged (already
-    present with nothing new), and how many texts had to be embedded (not taken from the file)."""
+    present with nothing new), how many texts had to be embedded (not taken from the file),
+    and how many records had credentials redacted (setting secrets)."""
 
     added: int = 0
     merged: int = 0
     unchanged: int = 0
     embedded: int = 0
+    redacted: int = 0
 
     def to_dict(self) -> dict:
         return {"added": self.added, "merged": self.merged, "unchanged": self.unchanged,
-                "embedded": self.embedded}
+                "embedded": self.embedded, "redacted": self.redacted}
 
 
 # -- writing ------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_stdin_lines_and_json_output(cli):
     stored = json.loads(result.out)
     assert [(s["id"], s["layer"], s["duplicate"]) for s in stored] == [
         (1, "assets", False), (2, "assets", False), (1, "assets", True)]
-    assert set(stored[0]) == {"id", "layer", "duplicate", "similarity", "near"}
+    assert set(stored[0]) == {"id", "layer", "duplicate", "similarity", "near", "redacted"}
 
 
 def test_piped_stdin_without_dash(cli):
@@ -68,7 +68,7 @@ def test_duplicate_counts_as_access_and_merges_tags(cli):
     cli("store", "the same note", "-t", "one")
     again = json.loads(cli("store", "the same note", "-t", "two", "--json").out)
     assert again == [{"id": 1, "layer": "interact", "duplicate": True, "similarity": 1.0,
-                      "near": None}]
+                      "near": None, "redacted": []}]
     other_layer = json.loads(cli("store", "the same note", "--layer", "assets", "--json").out)
     assert other_layer[0]["duplicate"] is False and other_layer[0]["id"] == 2
     hit = json.loads(cli("search", "same note", "--json", "--layer", "interact",

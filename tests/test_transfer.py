@@ -219,7 +219,8 @@ def test_cli_round_trip_through_a_file_and_stdin(cli, fake_model, home, tmp_path
     other = ["--home", str(tmp_path / "other")]
     result = cli(*other, "import", str(path), "--json")
     assert result.code == 0
-    assert json.loads(result.out) == {"added": 3, "merged": 0, "unchanged": 0, "embedded": 0}
+    assert json.loads(result.out) == {"added": 3, "merged": 0, "unchanged": 0, "embedded": 0,
+                                      "redacted": 0}
     assert cli(*other, "export", "--with-vectors").out == stdout
     again = cli(*other, "import", "-", "--json", stdin=stdout.encode())
     assert json.loads(again.out)["unchanged"] == 3

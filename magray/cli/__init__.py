@@ -19,6 +19,7 @@ from .app import app
 # Registration order is the order of `magray --help`.
 from . import store, search, records, trash  # noqa: F401,E402
 from . import lifecycle, status, backup, transfer  # noqa: F401,E402
+from . import scan  # noqa: F401,E402
 from . import config, completion, mcp  # noqa: F401,E402
 
 __all__ = ["app", "main"]
