@@ -2,7 +2,7 @@
 
 A memory can hold credentials from before the ``secrets`` setting existed, or stored with
 ``secrets = "allow"``. ``scan`` reads every source of stored text (``SOURCES``: the records
-now; a trash of deleted records is one more source, a function like ``_records``) and, with
+and the trash) and, with
 ``apply``, rewrites each finding as the write path would have: the text redacted and
 re-embedded (the FTS index follows through its triggers, the vector indexes through the
 index log), the cached vectors of the old text removed, and the freed database pages
@@ -36,7 +36,7 @@ class Found:
     """One stored record holding credentials: where, and which kinds at which places
     (never the values)."""
 
-    source: str  # "records" (and, once there is one, "trash")
+    source: str  # "records" or "trash"
     id: int
     layer: str
     kinds: tuple[str, ...]
@@ -76,21 +76,24 @@ def count_found(store: "Store", found: int) -> None:
                      "value = CAST(value AS INTEGER) + ?", (FOUND_KEY, str(found), found))
 
 
-def _records(conn: sqlite3.Connection) -> Iterator[Row]:
-    last = 0
-    while True:
-        rows = conn.execute("SELECT id, text, layer, kind, tags, project, session, content_hash "
-                            "FROM records WHERE id > ? ORDER BY id LIMIT ?",
-                            (last, BATCH)).fetchall()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1][0]
+def _rows(table: str) -> Callable[[sqlite3.Connection], Iterator[Row]]:
+    def read(conn: sqlite3.Connection) -> Iterator[Row]:
+        last = 0
+        while True:
+            rows = conn.execute("SELECT id, text, layer, kind, tags, project, session, "
+                                f"content_hash FROM {table} WHERE id > ? ORDER BY id LIMIT ?",
+                                (last, BATCH)).fetchall()
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][0]
+    return read
 
 
-# Each source of stored text: name -> rows. A trash (deleted records kept for a while) is
-# added here with its own rows and its own rewrite in ``_redact``.
-SOURCES: dict[str, Callable[[sqlite3.Connection], Iterator[Row]]] = {"records": _records}
+# Each source of stored text, by the table that holds it: the records, and the trash
+# (removed records kept for trash_days, restorable: a credential there is still kept).
+SOURCES: dict[str, Callable[[sqlite3.Connection], Iterator[Row]]] = {
+    "records": _rows("records"), "trash": _rows("trash")}
 
 
 def _fields(row: Row) -> dict[str, object]:
@@ -139,10 +142,11 @@ def _apply(memory: "Memory", found: list[Found], rows: dict[tuple[str, int], Row
         text = changes.get("text", row[1])
         vector = memory._vectors([text], "document")[0] if "text" in changes else None
         with memory.db.write() as wconn:
-            merged += _redact(wconn, row, changes, text, vector)
+            merged += _redact(wconn, item.source, row, changes, text, vector)
             cur = wconn.execute("DELETE FROM embed_cache WHERE text_hash = ?", (row[7],))
             removed += cur.rowcount
-        layers.add(item.layer)
+        if item.source == "records":  # the indexes hold no trashed record
+            layers.add(item.layer)
     with memory.db.write() as wconn:
         memory.db.set_meta(wconn, FOUND_KEY, "0")
     if found:
@@ -151,12 +155,15 @@ def _apply(memory: "Memory", found: list[Found], rows: dict[tuple[str, int], Row
     return removed, merged
 
 
-def _redact(conn: sqlite3.Connection, row: Row, changes: dict, text: str, vector) -> int:
-    """Rewrite one record; 1 when its redacted text joined a twin of the same layer."""
+def _redact(conn: sqlite3.Connection, table: str, row: Row, changes: dict, text: str, vector
+            ) -> int:
+    """Rewrite one record (of ``table``, records or trash); 1 when its redacted text joined
+    a twin of the same layer (a trashed record is rewritten in place, never joined)."""
     record_id, _, layer = row[0], row[1], row[2]
     digest = content_hash(text)
-    twin = conn.execute("SELECT id, tags FROM records WHERE layer = ? AND content_hash = ? "
-                        "AND id <> ?", (layer, digest, record_id)).fetchone()
+    twin = None if table == "trash" else conn.execute(
+        "SELECT id, tags FROM records WHERE layer = ? AND content_hash = ? AND id <> ?",
+        (layer, digest, record_id)).fetchone()
     tags = list(changes.get("tags", json.loads(row[4])))
     if twin is not None:  # the same redacted text is stored already: keep one record
         joined = json.dumps(sorted(set(json.loads(twin[1])) | set(tags)))
@@ -173,7 +180,7 @@ def _redact(conn: sqlite3.Connection, row: Row, changes: dict, text: str, vector
         sets.update(text=text, content_hash=digest,
                     embedding=np.ascontiguousarray(vector, dtype=np.float32).tobytes())
     assignments = ", ".join(f"{k} = ?" for k in sets)
-    conn.execute(f"UPDATE records SET {assignments} WHERE id = ?", (*sets.values(), record_id))
+    conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*sets.values(), record_id))
     return 0
 
 

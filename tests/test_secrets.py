@@ -102,19 +102,21 @@ def test_jsonl_metadata_is_redacted_and_import_refuses_whole(cli, home, monkeypa
 def test_scan_apply_removes_every_copy(cli, home, monkeypatch):
     monkeypatch.setenv("MAGRAY_SECRETS", "allow")
     texts = [f"psql postgres://admin:{PASSWORD}@db/prod", f"release with {SECRET} tonight",
-             "an ordinary note about nginx"]
+             "an ordinary note about nginx", f"the staging deploy used {SECRET} until May"]
     assert cli("store", *texts).code == 0
+    assert cli("forget", "4").code == 0  # in the trash, restorable: a copy all the same
     monkeypatch.delenv("MAGRAY_SECRETS")
     assert "secrets_stored" in {a["code"] for a in json.loads(cli("status", "--json").out)["alerts"]}
     db = paths.resolve(home).database
     digests = [r[0] for r in sqlite3.connect(db).execute(
         "SELECT content_hash FROM records ORDER BY id")]
     found = cli("scan", "--json")
-    assert [f["kinds"] for f in json.loads(found.out)["found"]] == [["url-password"],
-                                                                   ["github-token"]]
+    assert [(f["source"], f["kinds"]) for f in json.loads(found.out)["found"]] == [
+        ("records", ["url-password"]), ("records", ["github-token"]),
+        ("trash", ["github-token"])]
     assert PASSWORD not in found.out + found.err and SECRET not in found.out + found.err
     applied = json.loads(cli("scan", "--apply", "--json").out)
-    assert applied["applied"] and applied["cache_removed"] == 2
+    assert applied["applied"] and applied["cache_removed"] == 3
     assert _files_hold(home, PASSWORD) == [] and _files_hold(home, SECRET) == []
     assert cli("search", PASSWORD, "--mode", "keyword", "--json").out.strip() == "[]"
     assert cli("search", "Zx9QZx9Q", "--mode", "keyword", "--json").out.strip() == "[]"
@@ -122,6 +124,8 @@ def test_scan_apply_removes_every_copy(cli, home, monkeypatch):
     assert cached.isdisjoint(digests[:2])
     hits = json.loads(cli("search", "release tonight", "--json", "-k", "1").out)
     assert hits[0]["text"] == "release with [redacted: github-token] tonight"
+    trashed = json.loads(cli("trash", "list", "--json").out)
+    assert trashed[0]["text"] == "the staging deploy used [redacted: github-token] until May"
     assert all(a["code"] != "secrets_stored"
                for a in json.loads(cli("status", "--json").out)["alerts"])
     assert json.loads(cli("scan", "--json").out)["found"] == []
