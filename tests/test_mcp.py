@@ -21,6 +21,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 TOOLS = {"remember", "recall", "get", "recent", "forget", "status"}
+SECRET = "ghp_" + "Zx9Q" * 9  # a fake GitHub token (tests/test_secrets.py)
 NOTE = "Deploys to production need a green canary for 30 minutes before the full rollout"
 PARAPHRASE = "how long must the canary stay healthy before we ship everywhere"
 OTHERS = ["Use rg -uu to search files that .gitignore hides",
@@ -111,6 +112,10 @@ async def exercise(session: ClientSession) -> int:
     assert "recall" in prompt.messages[0].content.text
     resource = await session.read_resource("magray://status")
     assert json.loads(resource.contents[0].text)["healthy"] is True
+    kept = await call(session, "remember", text=f"the deploy bot's token is {SECRET}")
+    assert kept["redacted"] == ["github-token"]
+    got = await call(session, "get", id=kept["id"])
+    assert SECRET not in json.dumps(got) and "[redacted: github-token]" in json.dumps(got)
     return note_id
 
 
@@ -120,6 +125,8 @@ def test_an_agent_session_over_stdio(home, tmp_path):
             return await exercise(session)
 
     note_id = asyncio.run(main())
+    secret = SECRET.encode()  # remembered in exercise(): redacted before anything was written
+    assert [p for p in home.rglob("*") if p.is_file() and secret in p.read_bytes()] == []
     from magray import Memory
 
     with Memory.open(home) as memory:  # forget moved it to the trash, whole and restorable
