@@ -291,14 +291,27 @@ class Store(Reader):
 
     def _configure(self) -> None:
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            with self._busy_guard():
-                self.conn.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
         # FULL: a record is on disk when its id is printed, even across a power cut.
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         # SQLite's default 2 MiB page cache cannot hold the upper levels of the records
         # b-tree past ~100k records; pages are only allocated as they are read.
         self.conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
+
+    def _use_wal(self) -> None:
+        """Switch a new database to WAL. SQLite answers this change "locked" at once, without
+        waiting on its busy handler, while another process opens the same new file (several
+        agents' `magray mcp` starting together): so wait here, up to the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except BusyError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self) -> None:
         if not migrations.pending(self.conn):

@@ -51,7 +51,7 @@ def traced_connect(*args, **kwargs):
     return conn
 
 
-def fake_from_settings(settings, data_dir, warn=None):
+def fake_from_settings(settings, data_dir, warn=None, **_):
     # Named as the configured model would be, so that `magray status` sees no mismatch.
     dim = settings.truncate_dim or 128
     return FakeEmbedder(dim=dim, name=model_key(settings.model, settings.truncate_dim))

@@ -3,6 +3,7 @@ reported as failed, and every failure is told in one line (issue 13, data safety
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -372,3 +373,35 @@ def test_a_restore_whose_index_update_fails_still_reports_the_restore(home, arch
         assert result.safety_copy.exists() and dict(result.replaced)["interact"] == 6
         assert {r.text.split()[0] for r in memory.list_records(limit=None)} == {"archived"}
         assert any("interact index could not be updated" in w for w in warnings), warnings
+
+
+def _open_at(path: str, start: float, results) -> None:
+    from magray.store import Store
+
+    while time.time() < start:  # every process opens the new file at the same moment
+        pass
+    try:
+        Store.open(Path(path), busy_timeout=20).close()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_memory_together_all_succeed(tmp_path):
+    """SQLite answers the switch to WAL "locked" at once, not after its busy timeout, when
+    another process opens the same new file: several agents' `magray mcp` starting on a new
+    home failed that way (2 of 10 rounds of six processes before the fix)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = str(tmp_path / f"new-{round_}.db")
+        results = context.Queue()
+        start = time.time() + 0.3
+        workers = [context.Process(target=_open_at, args=(path, start, results))
+                   for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert [results.get() for _ in workers] == ["ok"] * 6
