@@ -56,6 +56,7 @@ class Memory:
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
         self._indexes: dict[str, LayerIndex] = {}
         self._pinned_model: tuple[str | None, int | None] | None = None
+        self._matched: dict = {}  # during a search: record id -> its best passage
         # (model, query) -> (vector, when its cache entry was last marked used)
         self._recent_queries: OrderedDict[tuple[str, str], tuple[np.ndarray, datetime]] = \
             OrderedDict()
@@ -226,6 +227,7 @@ class Memory:
                  for layer in {i.layer for i in window}}
         need = list(dict.fromkeys(i.text for i in window if i.content_hash not in known[i.layer]))
         vectors = self._embed_longest_first(need, progress)
+        parts = self._passages(need, vectors)
         results: list[Stored] = []
         for start in range(0, len(window), STORE_BATCH):
             batch = window[start:start + STORE_BATCH]
@@ -233,7 +235,7 @@ class Memory:
             while True:
                 joins = near.find(batch, vectors)
                 try:
-                    stored = self._insert(batch, vectors, joins, last=final)
+                    stored = self._insert(batch, vectors, joins, last=final, parts=parts)
                 except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                     text = str(missing)
                     vectors[text] = self._vectors([text], "document")[0]
@@ -261,8 +263,16 @@ class Memory:
                 progress(len(chunk))
         return vectors
 
+    def _passages(self, texts: Sequence[str], whole: dict[str, np.ndarray]) -> dict:
+        """The passages (with vectors) of the texts longer than the model's window."""
+        from . import passages
+
+        return passages.embed_long(self.embedder, texts, whole,
+                                   lambda chunk: self._vectors(chunk, "document"))
+
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
-                joins: "dict[int, dedupe.Join]", *, last: bool = False) -> list[Stored]:
+                joins: "dict[int, dedupe.Join]", *, last: bool = False, parts: dict = {}
+                ) -> list[Stored]:
         when = clock.now_iso()
         results: list[Stored] = []
         with self.db.write() as conn:
@@ -274,6 +284,10 @@ class Memory:
                                                       join=target)
                 similarity = None if not duplicate else (
                     join.similarity if join is not None and record_id == target else 1.0)
+                if not duplicate and item.text in parts:
+                    from . import passages
+
+                    passages.insert(conn, record_id, parts[item.text])
                 results.append(Stored(record_id, item.layer, duplicate, similarity))
             if last and self._op is not None:  # the call's figures ride on its last commit
                 self.db.record_op(conn, self._op)
@@ -310,6 +324,7 @@ class Memory:
         return hits
 
     def _find(self, request: SearchRequest) -> list[Hit]:
+        self._matched = {}
         layers = request.layers or LAYERS
         pool = max(request.top_k * 4, 40)
         sims: dict[int, float] | None = None
@@ -379,9 +394,12 @@ class Memory:
             chunk, passing = (passing[:request.top_k - len(hits)],
                               passing[request.top_k - len(hits):])
             read.update(self.db.records([i for i, _ in chunk if i not in read]))
-            hits += [Hit(read[i], score, None if sims is None else sims.get(i))
+            hits += [Hit(read[i], score, None if sims is None else sims.get(i),
+                         self._matched.get(i))
                      for i, score in chunk if i in read]  # deleted meanwhile: skipped
-        return hits
+        from .documents import sources
+
+        return sources.attach(self.db, hits)
 
     def _similarities(self, qvec: np.ndarray, ids: list[int], read: dict[int, Record]
                       ) -> dict[int, float]:
@@ -389,7 +407,17 @@ class Memory:
         records are added to ``read``."""
         records, vectors = self.db.records_and_vectors(ids, self.dim)
         read.update(records)
-        return dict(zip(records, (vectors @ qvec).astype(float).tolist()))
+        return self._by_passage(qvec, dict(zip(records, (vectors @ qvec).astype(float).tolist())))
+
+    def _by_passage(self, qvec: np.ndarray, sims: dict[int, float]) -> dict[int, float]:
+        """A long record scores as its best passage (magray/passages.py)."""
+        from . import passages
+
+        for record_id, (score, passage) in passages.best(self.db, qvec, sims, self.dim).items():
+            if score >= sims[record_id]:
+                sims[record_id] = score
+                self._matched[record_id] = passage
+        return sims
 
     def _vector(self, qvec: np.ndarray, layers: Sequence[str], filters: Filters, n: int,
                 read: dict[int, Record]) -> list[tuple[int, float]]:
@@ -409,7 +437,8 @@ class Memory:
         index = self.index(layer)
         k = n * 4 if filters else n
         while True:
-            candidates = [key for key, _ in index.search(qvec, k)]
+            # dict.fromkeys: a long record's id comes once per matching passage
+            candidates = list(dict.fromkeys(key for key, _ in index.search(qvec, k)))
             total = index.size  # of the view just searched
             if filters:
                 candidates = self._passing(candidates, layer, filters)
@@ -444,9 +473,8 @@ class Memory:
         keys, vectors = self.db.vectors(ids, self.dim)
         if not len(keys):
             return []
-        scores = vectors @ qvec
-        top = np.lexsort((keys, -scores))[:n]  # best first; ties by id
-        return [(int(keys[i]), float(scores[i])) for i in top]
+        scored = self._by_passage(qvec, dict(zip(keys.tolist(), (vectors @ qvec).tolist())))
+        return sorted(scored.items(), key=_best_first)[:n]
 
     def _keyword(self, query: str, layers: Sequence[str], filters: Filters, n: int
                  ) -> list[tuple[int, float]]:
