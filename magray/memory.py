@@ -31,6 +31,7 @@ from .store import Op, Store, VectorNeeded, fts_query
 if TYPE_CHECKING:
     from . import dedupe, lifecycle, maintenance
     from .backup import BackupInfo, BackupResult, Listing, Pruned, RestoreResult, Retention
+    from .documents.sync import IngestReport
     from .transfer import Entry, ImportReport
 
 Progress = Callable[[int], None]
@@ -313,7 +314,13 @@ class Memory:
         _check_request(request)
         self._op = op = Op("search", time.perf_counter())
         try:
-            hits = self._find(request)
+            if request.by_doc:  # best passage per document: look wider, then keep the best
+                from .documents import sources
+
+                wide = self._find(replace(request, top_k=min(request.top_k * 5, 500)))
+                hits = sources.best_per_document(wide, request.top_k)
+            else:
+                hits = self._find(request)
         finally:
             self._op = None
         if request.track:  # untracked searches write nothing, so they are not timed either
@@ -501,6 +508,14 @@ class Memory:
         from . import lifecycle
 
         return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
+
+    def ingest(self, paths: Sequence[str | Path], **options) -> "IngestReport":
+        """Store the text files under ``paths`` (Markdown split at its headings) and keep
+        their records in step on later runs; options: layer, tags, project, prune, dry_run,
+        progress (magray/documents/sync.py)."""
+        from .documents import sync
+
+        return sync.ingest(self, paths, **options)
 
     def optimize(self, *, reembed: bool = False, progress: Progress | None = None
                  ) -> "maintenance.OptimizeReport":

@@ -143,10 +143,11 @@ class Filters:
     kind: str | None = None
     since: str | None = None
     until: str | None = None
+    source: str | None = None  # ingested from this file, or from a file under this directory
 
     def __bool__(self) -> bool:
         return bool(self.tags or self.project or self.session or self.kind or self.since
-                    or self.until)
+                    or self.until or self.source)
 
 
 @dataclass(frozen=True)
@@ -158,3 +159,4 @@ class SearchRequest:
     min_score: float | None = None
     filters: Filters = field(default_factory=Filters)
     track: bool = True
+    by_doc: bool = False  # the best hit per document (ingested file) only

@@ -637,6 +637,11 @@ def filter_sql(layers: Sequence[str], filters: Filters, table: str = "records"
     if filters.until:
         clauses.append(f"{t}.created_at <= ?")
         params.append(filters.until)
+    if filters.source:
+        base = filters.source.rstrip("/") or "/"
+        clauses.append(f"EXISTS (SELECT 1 FROM sources s WHERE s.record_id = {t}.id AND "
+                       f"(s.path = ? OR substr(s.path, 1, ?) = ?))")
+        params += [base, len(base.rstrip("/")) + 1, base.rstrip("/") + "/"]
     return " AND ".join(clauses), params
 
 

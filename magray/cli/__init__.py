@@ -19,6 +19,7 @@ from .app import app
 from . import store, search, records  # noqa: F401,E402
 from . import lifecycle, status, backup, transfer  # noqa: F401,E402
 from . import config, completion  # noqa: F401,E402
+from . import ingest  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -99,3 +99,18 @@ def still_sourced(store: "Store", ids: Sequence[int]) -> set[int]:
             f"SELECT DISTINCT record_id FROM sources "
             f"WHERE record_id IN ({', '.join('?' * len(chunk))})", chunk))
     return found
+
+
+def best_per_document(hits: Sequence[Hit], top_k: int) -> list[Hit]:
+    """The best of ``hits`` (best first) for each file; records not made from a file are
+    their own document."""
+    kept: list[Hit] = []
+    seen: set[str] = set()
+    for hit in hits:
+        key = hit.source.path if hit.source is not None else f"record:{hit.record.id}"
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+            if len(kept) == top_k:
+                break
+    return kept
