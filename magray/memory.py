@@ -604,6 +604,9 @@ class Memory:
             layers.update(e.record.layer for e in batch)
             if progress:
                 progress(len(batch))
+        from . import passages
+
+        passages.upgrade(self)  # long imported texts: every passage gets its vector
         self._sync_after_write(sorted(layers))
         return ImportReport(**totals)
 

@@ -86,3 +86,34 @@ def test_short_texts_have_no_passages(fake_memory):
     fake_memory.store_texts(["a short note", "another one"])
     assert fake_memory.db.conn.execute("SELECT count(*) FROM passages").fetchone()[0] == 0
     assert np.isfinite(fake_memory.search("short", mode="vector")[0].score)
+
+
+def test_export_and_import_carry_long_records(memory, stored, real_embedder, tmp_path):
+    from magray import Memory
+
+    note, query = notes()[2]
+    entries = list(memory.export(vectors=True))
+    with Memory.open(tmp_path / "other", embedder=real_embedder) as other:
+        other.import_records(entries)
+        hits = other.search(query, top_k=3, mode="vector", track=False)
+        assert note in [h.record.text for h in hits]
+
+
+def test_reembed_covers_every_passage(home):
+    from conftest import FakeEmbedder
+    from magray import Memory
+
+    long_text = " ".join(f"word{n}" for n in range(400))
+    with Memory.open(home, embedder=FakeEmbedder(name="first")) as memory:
+        memory.store_texts([long_text])
+        assert memory.db.conn.execute("SELECT count(*) FROM passages").fetchone()[0] > 2
+    second = FakeEmbedder(name="second")
+    with Memory.open(home, embedder=second) as memory:
+        memory.optimize(reembed=True)
+        rows = memory.db.conn.execute("SELECT start, end, embedding FROM passages "
+                                      "WHERE ordinal > 0").fetchall()
+        assert rows
+        for start, end, blob in rows:
+            expected = second.embed_documents([long_text[start:end]])[0]
+            assert np.allclose(np.frombuffer(blob, dtype=np.float32), expected, atol=1e-6)
+        assert not memory.index("interact").staleness()
