@@ -249,3 +249,11 @@ def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> 
     with db.write() as conn:
         db.set_meta(conn, "passages_checked", str(through))
     return upgraded
+
+
+def recheck(store: "Store", conn: "sqlite3.Connection", ids: Sequence[int]) -> None:
+    """Have the next ``upgrade`` look at these records again (for a record brought back,
+    e.g. from the trash, without its passages), inside the caller's write transaction."""
+    if ids:
+        checked = int(store.meta("passages_checked") or 0)
+        store.set_meta(conn, "passages_checked", str(min(checked, min(ids) - 1)))
