@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sqlite3
 import sys
 import types
 from dataclasses import asdict, dataclass
@@ -305,10 +306,15 @@ class LayerIndex:
             index.add(keys, vectors)
 
     def vector_count(self) -> int:
-        """Vectors the layer's index holds: one per record, and one per further passage."""
-        from . import passages
-
-        return self.store.count(self.layer) + passages.extra_count(self.store, self.layer)
+        """Vectors the layer's index holds: one per record, and one per further passage
+        (plain SQL: `magray status` asks, and must not import numpy)."""
+        try:
+            extra = self.store.conn.execute(
+                "SELECT count(*) FROM passages p JOIN records r ON r.id = p.record_id "
+                "WHERE p.ordinal > 0 AND r.layer = ?", (self.layer,)).fetchone()[0]
+        except sqlite3.OperationalError:  # a database status reads before migration m006
+            extra = 0
+        return self.store.count(self.layer) + extra
 
     def new_index(self) -> "Index":
         return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype, multi=True,

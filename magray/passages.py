@@ -175,13 +175,6 @@ def extra_vectors(store: "Store", ids: Sequence[int], dim: int) -> tuple[np.ndar
     return np.array(keys, dtype=np.int64), _matrix(blobs, dim)
 
 
-def extra_count(store: "Store", layer: str) -> int:
-    """Vectors a layer's index holds beyond one per record."""
-    return store.conn.execute(
-        "SELECT count(*) FROM passages p JOIN records r ON r.id = p.record_id "
-        "WHERE p.ordinal > 0 AND r.layer = ?", (layer,)).fetchone()[0]
-
-
 def best(store: "Store", qvec: np.ndarray, ids: Iterable[int], dim: int
          ) -> dict[int, tuple[float, Passage]]:
     """For those of ``ids`` that have passages: the best passage's similarity to ``qvec``."""
@@ -214,6 +207,10 @@ def _chunks(values: list, size: int):
         yield values[start:start + size]
 
 
+_UNSPLIT = ("SELECT id, text, layer FROM records WHERE id > ? AND id <= ? AND length(text) > ? "
+            "AND NOT EXISTS (SELECT 1 FROM passages WHERE record_id = records.id)")
+
+
 def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> int:
     """Give passages to the long records stored before magray split texts (or imported, or
     re-embedded since): they had one vector, for their first window. Records are checked
@@ -225,15 +222,16 @@ def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> 
     through = db.issued_through()
     if through <= checked:
         return 0
-    memory.check_model()
+    if db.conn.execute(_UNSPLIT + " LIMIT 1", (checked, through, MIN_WINDOW)).fetchone():
+        # Only now is the model's tokenizer needed (lifecycle commands never load a model);
+        # under another model than the recorded one, `optimize --reembed` will do this.
+        if memory.recorded_model()[0] != memory.embedder.key:
+            return 0
     upgraded = 0
     after = checked
-    while batch := db.conn.execute(
-            "SELECT id, text, layer FROM records WHERE id > ? AND id <= ? AND length(text) > ? "
-            "AND NOT EXISTS (SELECT 1 FROM passages WHERE record_id = records.id) "
-            "ORDER BY id LIMIT 256", (after, through, MIN_WINDOW)).fetchall():
+    while batch := db.conn.execute(_UNSPLIT + " ORDER BY id LIMIT 256",
+                                   (after, through, MIN_WINDOW)).fetchall():
         after = batch[-1][0]
-        texts = [text for _, text, _ in batch]
         keys, whole = db.vectors([rid for rid, _, _ in batch], memory.dim)
         by_id = dict(zip(keys.tolist(), whole))
         wanted = {text: by_id[rid] for rid, text, _ in batch if rid in by_id}
