@@ -605,8 +605,13 @@ class Memory:
             if progress:
                 progress(len(batch))
         from . import passages
+        from .errors import ModelError
 
-        passages.upgrade(self)  # long imported texts: every passage gets its vector
+        try:
+            passages.upgrade(self)  # long imported texts: every passage gets its vector
+        except ModelError as exc:  # the records are in; `magray optimize` finishes this
+            self.warn(f"long imported records are searchable by their first part only until "
+                      f"`magray optimize` can load the model ({exc})")
         self._sync_after_write(sorted(layers))
         return ImportReport(**totals)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 OVERLAP = 48  # tokens two neighbouring passages share: a sentence cut at one edge is whole
-FALLBACK_WINDOW = 128  # words per passage when the model's tokenizer cannot be found
+FALLBACK_WINDOW = 256  # words and marks per passage for a model without a local tokenizer
 
 Span = tuple[int, int]
 

@@ -103,7 +103,7 @@ def test_reembed_covers_every_passage(home):
     from conftest import FakeEmbedder
     from magray import Memory
 
-    long_text = " ".join(f"word{n}" for n in range(400))
+    long_text = " ".join(f"word{n}" for n in range(800))
     with Memory.open(home, embedder=FakeEmbedder(name="first")) as memory:
         memory.store_texts([long_text])
         assert memory.db.conn.execute("SELECT count(*) FROM passages").fetchone()[0] > 2
