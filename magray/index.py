@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sqlite3
 import sys
 import types
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
     from .store import Store
 
-FORMAT = 1
+FORMAT = 2  # 2: several vectors per record (multi=True), one per passage of a long text
 PRUNE_EVERY = 10_000  # log rows kept per layer before they are pruned
 VECTOR_CHUNK = 1024  # vectors read from the database at a time: memory stays flat at any size
 
@@ -150,8 +151,8 @@ class LayerIndex:
         head = self.store.log_head(self.layer)
         if state.seq != head:
             return f"behind the database ({head - state.seq} changes)"
-        if state.count != self.store.count(self.layer):
-            return "record count differs from the database"
+        if state.count != self.vector_count():
+            return "vector count differs from the database"
         if files.leftovers(self.path) or files.leftovers(self.sidecar):
             return "temporary files left by an interrupted writer"
         return ""
@@ -247,11 +248,11 @@ class LayerIndex:
                 else:
                     head = self._replay(index, state.seq)
                     action = "updated"
-                count = self.store.count(self.layer)
+                count = self.vector_count()
             if len(index) != count:  # the replay could not be trusted: start over
                 with self.store.read():
                     index, head = self._build(), self.store.log_head(self.layer)
-                    count = self.store.count(self.layer)
+                    count = self.vector_count()
                 action, reason = "rebuilt", f"{reason}; replay disagreed with the database"
             self._save(index, head, count)
         if head - self.store.log_pruned_through(self.layer) > PRUNE_EVERY:
@@ -289,16 +290,37 @@ class LayerIndex:
             keys, vectors = self.store.vectors(back[start:start + VECTOR_CHUNK], self.spec.dim)
             if len(keys):
                 index.add(keys, vectors)
+            self._add_passages(index, back[start:start + VECTOR_CHUNK])
         return head
 
     def _build(self) -> "Index":
         index = self.new_index()
         for keys, vectors in self.store.layer_vectors(self.layer, self.spec.dim, VECTOR_CHUNK):
             index.add(keys, vectors)
+            self._add_passages(index, keys.tolist())
         return index
 
+    def _add_passages(self, index: "Index", ids: list[int]) -> None:
+        """A long record's other passages, under its id (magray/passages.py)."""
+        from . import passages
+
+        keys, vectors = passages.extra_vectors(self.store, ids, self.spec.dim)
+        if len(keys):
+            index.add(keys, vectors)
+
+    def vector_count(self) -> int:
+        """Vectors the layer's index holds: one per record, and one per further passage
+        (plain SQL: `magray status` asks, and must not import numpy)."""
+        try:
+            extra = self.store.conn.execute(
+                "SELECT count(*) FROM passages p JOIN records r ON r.id = p.record_id "
+                "WHERE p.ordinal > 0 AND r.layer = ?", (self.layer,)).fetchone()[0]
+        except sqlite3.OperationalError:  # a database status reads before migration m006
+            extra = 0
+        return self.store.count(self.layer) + extra
+
     def new_index(self) -> "Index":
-        return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype,
+        return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype, multi=True,
                                connectivity=self.spec.m, expansion_add=self.spec.ef_construction,
                                expansion_search=self.ef_search)
 

@@ -82,6 +82,9 @@ def optimize(memory: "Memory", *, reembed: bool = False, progress: Progress | No
     """Re-embed (if asked), rebuild every layer index from the stored vectors, check it
     agrees with the database, prune orphans, optimize FTS, VACUUM and ANALYZE."""
     reembedded = reembed_all(memory, progress=progress) if reembed else None
+    from . import passages
+
+    passages.upgrade(memory)  # long records with one vector: every passage gets its own
     before = database_bytes(memory)
     temp_files = _remove_temp_files(memory)
     compactions = tuple(_compact(memory, layer) for layer in LAYERS) \
@@ -101,7 +104,7 @@ def _compact(memory: "Memory", layer: str) -> Compaction:
     before = _size(index.path)
     was = index.staleness() or "in step"
     report = index.sync(rebuild=True)
-    stale, count = index.staleness(), memory.db.count(layer)
+    stale, count = index.staleness(), index.vector_count()
     if stale or report.count != count or not index.verify():
         raise IntegrityError(f"the {layer} index disagrees with the database after a rebuild "
                              f"({stale or f'{report.count} vs {count} records'})")
@@ -255,6 +258,9 @@ def _switch(memory: "Memory", target: str, dim: int) -> bool:
                         ).fetchone():
             return False
         conn.execute("UPDATE records SET embedding = pending_embedding, pending_embedding = NULL")
+        # Passages are split and embedded again with the new model (passages.upgrade)
+        conn.execute("DELETE FROM passages")
+        conn.execute("DELETE FROM meta WHERE key = 'passages_checked'")
         db.set_meta(conn, "model", memory.embedder.name)
         db.set_meta(conn, "model_key", target)
         db.set_meta(conn, "dim", str(dim))

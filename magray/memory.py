@@ -15,7 +15,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from .store import Op, Store, VectorNeeded, fts_query
 if TYPE_CHECKING:
     from . import dedupe, lifecycle, maintenance, scan
     from .backup import BackupInfo, BackupResult, Listing, Pruned, RestoreResult, Retention
+    from .documents.sync import IngestReport
     from .transfer import Entry, ImportReport
 
 Progress = Callable[[int], None]
@@ -65,6 +67,7 @@ class Memory:
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
         self._indexes: dict[str, LayerIndex] = {}
         self._pinned_model: tuple[str | None, int | None] | None = None
+        self._matched: dict = {}  # during a search: record id -> its best passage
         # (model, query) -> (vector, when its cache entry was last marked used)
         self._recent_queries: OrderedDict[tuple[str, str], tuple[np.ndarray, datetime]] = \
             OrderedDict()
@@ -302,13 +305,14 @@ class Memory:
                  for layer in {i.layer for i in window}}
         need = list(dict.fromkeys(i.text for i in window if i.content_hash not in known[i.layer]))
         vectors = self._embed_longest_first(need, progress)
+        parts = self._passages(need, vectors)
         for start in range(0, len(window), STORE_BATCH):
             batch = window[start:start + STORE_BATCH]
             final = last and start + STORE_BATCH >= len(window)  # the call's figures ride here
             while True:
                 found = near.find(batch, vectors)
                 try:
-                    stored = self._insert(batch, vectors, found, last=final)
+                    stored = self._insert(batch, vectors, found, last=final, parts=parts)
                 except VectorNeeded as missing:  # a duplicate's original was deleted meanwhile
                     text = str(missing)
                     vectors[text] = self._vectors([text], "document")[0]
@@ -335,8 +339,16 @@ class Memory:
                 progress(len(chunk))
         return vectors
 
+    def _passages(self, texts: Sequence[str], whole: dict[str, np.ndarray]) -> dict:
+        """The passages (with vectors) of the texts longer than the model's window."""
+        from . import passages
+
+        return passages.embed_long(self.embedder, texts, whole,
+                                   lambda chunk: self._vectors(chunk, "document"))
+
     def _insert(self, batch: Sequence[NewRecord], vectors: dict[str, np.ndarray],
-                found: "dict[int, dedupe.Near]", *, last: bool = False) -> list[Stored]:
+                found: "dict[int, dedupe.Near]", *, last: bool = False,
+                parts: "Mapping[str, object]" = MappingProxyType({})) -> list[Stored]:
         when = clock.now_iso()
         results: list[Stored] = []
         with self.db.write() as conn:
@@ -346,6 +358,10 @@ class Memory:
             for n, item in enumerate(batch):
                 record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
                 near = found.get(n)
+                if not duplicate and item.text in parts:  # a long text: all its passages
+                    from . import passages
+
+                    passages.insert(conn, record_id, parts[item.text])
                 if duplicate:
                     results.append(Stored(record_id, item.layer, True, 1.0))
                 elif near is None:
@@ -378,7 +394,13 @@ class Memory:
         _check_request(request)
         self._op = op = Op("search", time.perf_counter())
         try:
-            hits = self._find(request)
+            if request.by_doc:  # best passage per document: look wider, then keep the best
+                from .documents import sources
+
+                wide = self._find(replace(request, top_k=min(request.top_k * 5, 500)))
+                hits = sources.best_per_document(wide, request.top_k)
+            else:
+                hits = self._find(request)
         finally:
             self._op = None
         if request.track:  # untracked searches write nothing, so they are not timed either
@@ -401,6 +423,7 @@ class Memory:
                 if h.similarity is not None and h.similarity >= floor}
 
     def _find(self, request: SearchRequest) -> list[Hit]:
+        self._matched = {}
         layers = request.layers or LAYERS
         pool = max(request.top_k * 4, 40)
         sims: dict[int, float] | None = None
@@ -470,9 +493,12 @@ class Memory:
             chunk, passing = (passing[:request.top_k - len(hits)],
                               passing[request.top_k - len(hits):])
             read.update(self.db.records([i for i, _ in chunk if i not in read]))
-            hits += [Hit(read[i], score, None if sims is None else sims.get(i))
+            hits += [Hit(read[i], score, None if sims is None else sims.get(i),
+                         self._matched.get(i))
                      for i, score in chunk if i in read]  # deleted meanwhile: skipped
-        return hits
+        from .documents import sources
+
+        return sources.attach(self.db, hits)
 
     def _similarities(self, qvec: np.ndarray, ids: list[int], read: dict[int, Record]
                       ) -> dict[int, float]:
@@ -480,7 +506,17 @@ class Memory:
         records are added to ``read``."""
         records, vectors = self.db.records_and_vectors(ids, self.dim)
         read.update(records)
-        return dict(zip(records, (vectors @ qvec).astype(float).tolist()))
+        return self._by_passage(qvec, dict(zip(records, (vectors @ qvec).astype(float).tolist())))
+
+    def _by_passage(self, qvec: np.ndarray, sims: dict[int, float]) -> dict[int, float]:
+        """A long record scores as its best passage (magray/passages.py)."""
+        from . import passages
+
+        for record_id, (score, passage) in passages.best(self.db, qvec, sims, self.dim).items():
+            if score >= sims[record_id]:
+                sims[record_id] = score
+                self._matched[record_id] = passage
+        return sims
 
     def _vector(self, qvec: np.ndarray, layers: Sequence[str], filters: Filters, n: int,
                 read: dict[int, Record]) -> list[tuple[int, float]]:
@@ -500,7 +536,9 @@ class Memory:
         index = self.index(layer)
         k = n * 4 if filters else n
         while True:
-            candidates = [key for key, _ in index.search(qvec, k, exact_up_to=EXACT_LIMIT)]
+            # dict.fromkeys: a long record's id comes once per matching passage
+            candidates = list(dict.fromkeys(
+                key for key, _ in index.search(qvec, k, exact_up_to=EXACT_LIMIT)))
             total = index.size  # of the view just searched
             if filters:
                 candidates = self._passing(candidates, layer, filters)
@@ -535,9 +573,8 @@ class Memory:
         keys, vectors = self.db.vectors(ids, self.dim)
         if not len(keys):
             return []
-        scores = vectors @ qvec
-        top = np.lexsort((keys, -scores))[:n]  # best first; ties by id
-        return [(int(keys[i]), float(scores[i])) for i in top]
+        scored = self._by_passage(qvec, dict(zip(keys.tolist(), (vectors @ qvec).tolist())))
+        return sorted(scored.items(), key=_best_first)[:n]
 
     def _keyword(self, query: str, layers: Sequence[str], filters: Filters, n: int
                  ) -> list[tuple[int, float]]:
@@ -564,6 +601,14 @@ class Memory:
         from . import lifecycle
 
         return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
+
+    def ingest(self, paths: Sequence[str | Path], **options) -> "IngestReport":
+        """Store the text files under ``paths`` (Markdown split at its headings) and keep
+        their records in step on later runs; options: layer, tags, project, prune, dry_run,
+        progress (magray/documents/sync.py)."""
+        from .documents import sync
+
+        return sync.ingest(self, paths, **options)
 
     def optimize(self, *, reembed: bool = False, progress: Progress | None = None
                  ) -> "maintenance.OptimizeReport":
@@ -761,6 +806,14 @@ class Memory:
             layers.update(e.record.layer for e in batch)
             if progress:
                 progress(len(batch))
+        from . import passages
+        from .errors import ModelError
+
+        try:
+            passages.upgrade(self)  # long imported texts: every passage gets its vector
+        except ModelError as exc:  # the records are in; `magray optimize` finishes this
+            self.warn(f"long imported records are searchable by their first part only until "
+                      f"`magray optimize` can load the model ({exc})")
         self._sync_after_write(sorted(layers))
         return ImportReport(**totals, redacted=len(redacted))
 

@@ -61,18 +61,62 @@ class Record:
 
 
 @dataclass(frozen=True)
+class Passage:
+    """The part of a long record's text that was embedded on its own (character span)."""
+
+    ordinal: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """The file a record was ingested from, and the lines of the file it holds."""
+
+    path: str
+    line_start: int
+    line_end: int
+    body_at: int = 0  # where the file's text starts in the record's (after a heading path)
+
+    def line_of(self, text: str, offset: int) -> int:
+        """The file's line at character ``offset`` of the record's text."""
+        return self.line_start + text[self.body_at:max(offset, self.body_at)].count("\n")
+
+
+@dataclass(frozen=True)
 class Hit:
     """One search result: the record, the rank score of the mode used, and its cosine
-    similarity to the query (None in keyword mode, where no query vector exists)."""
+    similarity to the query (None in keyword mode, where no query vector exists). For a
+    long record, ``passage`` is the part that matched best; for an ingested one, ``source``
+    names its file and lines."""
 
     record: Record
     score: float
     similarity: float | None = None
+    passage: Passage | None = None
+    source: Source | None = None
+
+    @property
+    def location(self) -> str | None:
+        """``path:line`` of the matching part, for a record made from a file."""
+        if self.source is None:
+            return None
+        offset = self.passage.start if self.passage else 0
+        return f"{self.source.path}:{self.source.line_of(self.record.text, offset)}"
 
     def to_dict(self) -> dict:
-        return {"score": round(self.score, 6),
+        data = {"score": round(self.score, 6),
                 "similarity": None if self.similarity is None else round(self.similarity, 6),
                 **self.record.to_dict()}
+        if self.passage is not None:
+            data["passage"] = {"start": self.passage.start, "end": self.passage.end,
+                               "text": self.record.text[self.passage.start:self.passage.end]}
+        if self.source is not None:
+            s = self.source
+            data["source"] = {"path": s.path, "line_start": s.line_start, "line_end": s.line_end,
+                              "line": s.line_of(self.record.text,
+                                                self.passage.start if self.passage else 0)}
+        return data
 
 
 @dataclass(frozen=True)
@@ -121,10 +165,11 @@ class Filters:
     kind: str | None = None
     since: str | None = None
     until: str | None = None
+    source: str | None = None  # ingested from this file, or from a file under this directory
 
     def __bool__(self) -> bool:
         return bool(self.tags or self.project or self.session or self.kind or self.since
-                    or self.until)
+                    or self.until or self.source)
 
 
 @dataclass(frozen=True)
@@ -136,3 +181,4 @@ class SearchRequest:
     min_score: float | None = None
     filters: Filters = field(default_factory=Filters)
     track: bool = True
+    by_doc: bool = False  # the best hit per document (ingested file) only

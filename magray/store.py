@@ -239,6 +239,52 @@ def m005_repair_text(db: sqlite_utils.Database) -> None:
                            (json.dumps(repaired), record_id))
 
 
+@migrations()
+def m006_passages(db: sqlite_utils.Database) -> None:
+    # A text longer than the model's window is embedded in overlapping passages. The record
+    # keeps the vector of its first window in `embedding`; `passages` holds every passage
+    # (ordinal 0 repeats that vector) with its character span, and the layer's index holds
+    # the record's id once per vector (usearch multi=True). `sources` says which file and
+    # lines a record was ingested from (`magray ingest`), with the hashes that let a re-run
+    # skip what did not change. Both follow their record out of the database, but not into
+    # the trash: a trashed record keeps them, so that `trash restore` brings it back whole
+    # (its passages into the index, its file link), and they go when the trash is emptied.
+    db.executescript("""
+    CREATE TABLE passages (
+        record_id INTEGER NOT NULL,
+        ordinal INTEGER NOT NULL,
+        start INTEGER NOT NULL,                -- character span in the record's text
+        end INTEGER NOT NULL,
+        embedding BLOB NOT NULL,               -- float32, normalised
+        pending_embedding BLOB,
+        PRIMARY KEY (record_id, ordinal)
+    ) WITHOUT ROWID;
+    CREATE TABLE sources (
+        record_id INTEGER NOT NULL,
+        path TEXT NOT NULL,                    -- absolute path of the file
+        line_start INTEGER NOT NULL,           -- the section's lines in the file, from 1
+        line_end INTEGER NOT NULL,
+        body_at INTEGER NOT NULL DEFAULT 0,    -- where the file's text starts in the record's
+        file_hash TEXT NOT NULL,
+        PRIMARY KEY (record_id, path)
+    ) WITHOUT ROWID;
+    CREATE INDEX sources_path ON sources(path);
+    CREATE TRIGGER records_parts_delete AFTER DELETE ON records
+    WHEN NOT EXISTS (SELECT 1 FROM trash WHERE id = old.id) BEGIN
+        DELETE FROM passages WHERE record_id = old.id;
+        DELETE FROM sources WHERE record_id = old.id;
+    END;
+    CREATE TRIGGER trash_parts_delete AFTER DELETE ON trash
+    WHEN NOT EXISTS (SELECT 1 FROM records WHERE id = old.id) BEGIN
+        DELETE FROM passages WHERE record_id = old.id;
+        DELETE FROM sources WHERE record_id = old.id;
+    END;
+    CREATE TRIGGER records_parts_text AFTER UPDATE OF text ON records BEGIN
+        DELETE FROM passages WHERE record_id = old.id;
+    END;
+    """)
+
+
 @dataclass
 class Op:
     """One store or search call being timed; written in the call's own write transaction."""
@@ -725,6 +771,11 @@ def filter_sql(layers: Sequence[str], filters: Filters, table: str = "records"
     if filters.until:
         clauses.append(f"{t}.created_at <= ?")
         params.append(filters.until)
+    if filters.source:
+        base = filters.source.rstrip("/") or "/"
+        clauses.append(f"EXISTS (SELECT 1 FROM sources s WHERE s.record_id = {t}.id AND "
+                       f"(s.path = ? OR substr(s.path, 1, ?) = ?))")
+        params += [base, len(base.rstrip("/")) + 1, base.rstrip("/") + "/"]
     return " AND ".join(clauses), params
 
 

@@ -21,6 +21,7 @@ from . import store, search, records, trash  # noqa: F401,E402
 from . import lifecycle, status, backup, transfer  # noqa: F401,E402
 from . import scan  # noqa: F401,E402
 from . import config, completion, mcp  # noqa: F401,E402
+from . import ingest  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
