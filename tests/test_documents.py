@@ -125,11 +125,14 @@ def test_forget_of_an_ingested_record(fake_memory, vault):
     record = next(r for r in memory.list_records(limit=None) if "Rye bread" in r.text)
     memory.forget([record.id])
     assert memory.get(record.id) is None
-    assert memory.db.conn.execute("SELECT count(*) FROM sources WHERE record_id = ?",
-                                  (record.id,)).fetchone()[0] == 0
     # The file did not change: a re-run leaves the person's forget alone.
     assert memory.ingest([vault]).files_unchanged == 3
     assert memory.get(record.id) is None
+    # The trash kept its file link: restored, it says where it came from again.
+    memory.restore_from_trash([record.id])
+    hits = memory.search("Rye bread", mode="keyword", top_k=10, track=False)
+    restored = next(h for h in hits if h.record.id == record.id)
+    assert restored.source is not None and restored.source.path.endswith(".md")
 
 
 def test_search_by_document_and_by_source(fake_memory, vault, tmp_path):

@@ -44,13 +44,26 @@ def test_the_record_stays_one_record(memory, stored):
     record_id = stored[note]
     assert memory.get(record_id).text == note
     assert [e.record.text for e in memory.export(layers=["assets"])].count(note) == 1
-    memory.forget([record_id])
-    hits = memory.search("where did I hide the extra key to my home", mode="vector",
-                         track=False)
-    assert record_id not in [h.record.id for h in hits]
-    left = memory.db.conn.execute("SELECT count(*) FROM passages WHERE record_id = ?",
-                                  (record_id,)).fetchone()[0]
-    assert left == 0
+    query = "where did I hide the extra key to my home"
+
+    def found() -> bool:
+        hits = memory.search(query, top_k=3, mode="vector", track=False)
+        return record_id in [h.record.id for h in hits]
+
+    def passages() -> int:
+        return memory.db.conn.execute("SELECT count(*) FROM passages WHERE record_id = ?",
+                                      (record_id,)).fetchone()[0]
+
+    kept = passages()
+    assert kept > 1 and found()
+    memory.forget([record_id])  # to the trash: out of search, its passages kept with it
+    assert not found() and passages() == kept
+    assert not memory.index("assets").staleness()
+    memory.restore_from_trash([record_id])  # back whole: found by the fact past the window
+    assert found() and passages() == kept
+    assert not memory.index("assets").staleness()
+    memory.forget([record_id], purge=True)  # destroyed: its passages go with it
+    assert not found() and passages() == 0
     assert not memory.index("assets").staleness()
 
 

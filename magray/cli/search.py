@@ -82,5 +82,5 @@ def _shown(hit: Hit) -> str:
     text = hit.record.text
     if hit.passage is not None:
         text = text[hit.passage.start:hit.passage.end]
-    where = f"{hit.location}  " if hit.location else ""
+    where = f"{hit.location} " if hit.location else ""
     return where + text
