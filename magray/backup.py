@@ -842,7 +842,7 @@ def _same_data(conn: sqlite3.Connection, staged: Path) -> bool:
 
 def _content_digest(conn: sqlite3.Connection) -> str:
     """A digest of every row a person stored (records, metadata, any table but the derived
-    ones), in rowid order: equal for a database and its backup-API copy."""
+    ones), in rowid (or primary key) order: equal for a database and its backup-API copy."""
     import pickle
 
     digest = hashlib.sha256()
@@ -852,7 +852,10 @@ def _content_digest(conn: sqlite3.Connection) -> str:
             continue
         where = " WHERE key NOT LIKE 'log_pruned:%'" if table == "meta" else ""
         digest.update(table.encode() + b"\0")
-        cursor = conn.execute(f'SELECT * FROM "{table}"{where} ORDER BY rowid')
+        keys = [row[1] for row in sorted(conn.execute(f'PRAGMA table_info("{table}")'),
+                                         key=lambda row: row[5]) if row[5]]
+        order = ", ".join(f'"{k}"' for k in keys) or "rowid"  # WITHOUT ROWID: by its key
+        cursor = conn.execute(f'SELECT * FROM "{table}"{where} ORDER BY {order}')
         while rows := cursor.fetchmany(1024):
             for row in rows:
                 digest.update(pickle.dumps(tuple(row), 5))

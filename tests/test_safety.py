@@ -316,7 +316,7 @@ def test_a_really_full_disk_loses_nothing_and_works_again_once_space_returns(
     first = fake_cli("store", "-", stdin="\n".join(_notes(300)).encode())
     assert first.code == 0, first
     filler = small_disk / "filler"
-    with open(filler, "wb") as out:  # fill the disk to the last block
+    with open(filler, "wb", buffering=0) as out:  # fill the disk to the last block
         try:
             while True:
                 out.write(b"\0" * 65536)

@@ -235,10 +235,12 @@ def test_an_old_database_migrates_without_touching_records_or_indexes(home):
         m.store_texts(["first old note", "second old note"], layer="assets")
         m.sync()
         path, index_file = m.paths.database, m.index("assets").path
-    # Back to the schema before the trash, exactly as m001-m003 make it.
+    # Back to the schema before the trash (and passages), exactly as m001-m003 make it.
     conn = sqlite3.connect(path)
-    conn.executescript("DROP TABLE trash; DELETE FROM _sqlite_migrations "
-                       "WHERE name = 'm004_trash';")
+    conn.executescript("DROP TRIGGER records_parts_delete; DROP TRIGGER records_parts_text; "
+                       "DROP TABLE passages; DROP TABLE sources; DROP TABLE trash; "
+                       "DELETE FROM _sqlite_migrations WHERE name IN "
+                       "('m004_trash', 'm005_repair_text', 'm006_passages');")
     old = sqlite3.connect(":memory:")
     migrations.apply(sqlite_utils.Database(old), stop_before="m004_trash")
     schema = ("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
