@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +39,26 @@ def magray(home: Path, *args: str, stdin: bytes = b"", **extra: str
            ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "magray", *args], input=stdin,
                           capture_output=True, env=env(home, **extra), timeout=120)
+
+
+def on_a_terminal(home: Path, *args: str, columns: int = 120, **extra: str
+                  ) -> tuple[int, bytes]:
+    """Run magray with stdout and stderr on a pseudo-terminal: (exit code, what it printed)."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "magray", *args], stdin=subprocess.DEVNULL,
+                               stdout=follower, stderr=follower,
+                               env=env(home, TERM="xterm-256color", COLUMNS=str(columns),
+                                       **extra))
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        try:
+            chunk = os.read(leader, 65536) if ready else b""
+        except OSError:  # EIO: the child closed the terminal
+            chunk = b""
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(timeout=60), b"".join(chunks)

@@ -4,9 +4,7 @@ completions, and the cron/systemd files. Real subprocesses where the shell is th
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import tracemalloc
@@ -17,7 +15,7 @@ import pytest
 from conftest import FakeEmbedder
 from magray import Memory, NewRecord
 from magray.cli.completion import SHELLS, script
-from shell_helpers import ROOT, env, fake_model, magray  # noqa: F401  (fixture)
+from shell_helpers import ROOT, env, fake_model, magray, on_a_terminal  # noqa: F401
 
 ANSI = re.compile(rb"\x1b\[")
 
@@ -92,40 +90,19 @@ def test_plain_output_off_a_terminal(seeded):
     assert [line.split("\t")[0] for line in listing] == ["300", "299"]
 
 
-def _on_a_terminal(home: Path, *args: str, **extra: str) -> bytes:
-    """Run magray with stdout and stderr on a pseudo-terminal; return what it printed."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "magray", *args], stdin=subprocess.DEVNULL,
-                               stdout=follower, stderr=follower,
-                               env=env(home, TERM="xterm-256color", COLUMNS="120", **extra))
-    os.close(follower)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        try:
-            chunk = os.read(leader, 65536) if ready else b""
-        except OSError:  # EIO: the child closed the terminal
-            chunk = b""
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert process.wait(timeout=60) == 0
-    return b"".join(chunks)
-
-
 def test_colour_on_a_terminal_unless_no_color(seeded):
-    assert ANSI.search(_on_a_terminal(seeded, "list", "-n", "3"))
-    plain = _on_a_terminal(seeded, "list", "-n", "3", NO_COLOR="1")
-    assert not ANSI.search(plain) and b"record 299" in plain
+    code, coloured = on_a_terminal(seeded, "list", "-n", "3")
+    assert code == 0 and ANSI.search(coloured)
+    code, plain = on_a_terminal(seeded, "list", "-n", "3", NO_COLOR="1")
+    assert code == 0 and not ANSI.search(plain) and b"record 299" in plain
 
 
 def test_import_shows_progress_on_a_terminal_only(seeded, tmp_path):
     export = tmp_path / "all.jsonl"
     assert magray(seeded, "export", "--with-vectors", "-o", str(export)).returncode == 0
     same_model = {"MAGRAY_MODEL": "fake-bow"}  # the export's vectors are used: no model load
-    shown = _on_a_terminal(tmp_path / "a", "import", str(export), **same_model)
-    assert b"importing" in shown and b"added 300, merged 0, unchanged 0" in shown
+    code, shown = on_a_terminal(tmp_path / "a", "import", str(export), **same_model)
+    assert code == 0 and b"importing" in shown and b"added 300, merged 0, unchanged 0" in shown
     quiet = magray(tmp_path / "b", "import", str(export), **same_model)
     assert quiet.returncode == 0 and quiet.stdout == b"" and quiet.stderr == b""
 

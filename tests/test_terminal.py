@@ -8,9 +8,6 @@ surrogate is refused on the way in and repaired where an older magray let one in
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +17,7 @@ import pytest
 
 from conftest import FakeEmbedder
 from magray import Memory, NewRecord, controls
-from shell_helpers import env, fake_model, magray  # noqa: F401  (fixture)
+from shell_helpers import env, fake_model, magray, on_a_terminal  # noqa: F401
 
 CLEAR = "\x1b[2J"
 TITLE = "\x1b]0;pwned\x07"
@@ -47,31 +44,9 @@ def _raw(text: str) -> list[str]:
     return [seq for seq in RAW if seq in text.replace("\r\n", "\n")]
 
 
-def _on_a_terminal(home: Path, *args: str, columns: int = 200) -> str:
-    """Run magray with stdout and stderr on a pseudo-terminal; return what it printed."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "magray", *args], stdin=subprocess.DEVNULL,
-                               stdout=follower, stderr=follower,
-                               env=env(home, TERM="xterm-256color", COLUMNS=str(columns)))
-    os.close(follower)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        try:
-            chunk = os.read(leader, 65536) if ready else b""
-        except OSError:  # EIO: the child closed the terminal
-            chunk = b""
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    process.wait(timeout=60)
-    return b"".join(chunks).decode("utf-8", "replace")
-
-
 @pytest.mark.parametrize("args", [["list"], ["show", "1"]])
 def test_stored_text_never_controls_a_terminal(hostile, args):
-    shown = _on_a_terminal(hostile, *args)
+    shown = on_a_terminal(hostile, *args, columns=200)[1].decode("utf-8", "replace")
     assert _raw(shown) == [], shown
     assert "\\x1b[2Jclear" in shown and "\\x1b]0;pwned\\x07title" in shown
     assert "\\rls -la" in shown and "\\u202eexe.txt" in shown
