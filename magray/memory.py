@@ -855,7 +855,7 @@ class Memory:
                 confirm: Callable[["RestoreResult"], bool] | None = None, dry_run: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> "RestoreResult":
         """Replace this memory with an archive's, after verifying all of it. The current data
-        is kept as a safety archive (``result.safety_copy``) until the next restore. Other
+        is kept as a safety archive (``result.safety_copy``) until discard_safety_copies. Other
         processes must close the memory first (this waits up to busy_timeout for them).
         ``replace`` (or ``confirm(plan)`` returning True) is needed to replace records;
         ``config``: also restore the archive's config.toml (None: only where there is none)."""
@@ -883,8 +883,8 @@ class Memory:
         return from_settings(config.load(config_file), self.paths.data).key
 
     def safety_copies(self) -> list[Path]:
-        """Safety archives of the data that restores replaced (kept until the next restore
-        or until ``discard_safety_copies``)."""
+        """Safety archives of the data that restores replaced (a restore never deletes one;
+        they stay until ``discard_safety_copies``)."""
         from . import backup
 
         return backup.safety_copies(self.paths)
