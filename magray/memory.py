@@ -640,13 +640,24 @@ class Memory:
                                     "nothing was forgotten")
             if dry_run:
                 return [found[i] for i in wanted]
+            if purge:  # freed pages are zeroed, not left holding the text
+                conn.execute("PRAGMA secure_delete = ON")
             when = clock.now_iso()
             for record_id in wanted:
                 self.db.trash(conn, record_id, "forgotten", when)
             if purge:
                 self.db.purge_trash(conn, wanted)
+        if purge:
+            self._scrub()
         self._sync_after_write(sorted({r.layer for r in found.values()}))
         return [found[i] for i in wanted]
+
+    def _scrub(self) -> None:
+        """After a purge: no copy of the destroyed texts stays in the files (free pages,
+        FTS segments, the WAL): see magray/scan.py."""
+        from . import scan
+
+        scan.scrub(self)
 
     # -- the trash ------------------------------------------------------------------------
 
@@ -705,7 +716,9 @@ class Memory:
         if dry_run or not doomed:
             return doomed
         with self.db.write() as conn:
+            conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed
             self.db.purge_trash(conn, [t.record.id for t in doomed])
+        self._scrub()
         return doomed
 
     # -- near-duplicates (magray/dedupe.py) -----------------------------------------------

@@ -265,3 +265,18 @@ def test_a_promotion_that_meets_its_twin_trashes_the_moved_copy(fake_memory):
     assert [(t.record.id, t.reason, t.merged_into) for t in fake_memory.trash()] == [
         (low, "merged", high)]
     assert fake_memory.get(high).tags == ("a",)
+
+
+def _files_hold(home, needle: str) -> list[str]:
+    return [str(p) for p in home.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_purged_text_leaves_no_bytes_in_the_files(cli, home, fake_model):
+    word, other = "zorblatquux" + "7731", "quimbletorf" + "5512"  # as FTS5 keeps words
+    cli("store", f"pasted {word} by mistake", f"also {other} by mistake", "a kept note")
+    assert _files_hold(home, word) and _files_hold(home, other)
+    assert cli("forget", "1", "--purge").code == 0
+    assert _files_hold(home, word) == []
+    assert cli("forget", "2").code == 0 and cli("trash", "empty").code == 0
+    assert _files_hold(home, other) == []
+    assert [r["text"] for r in json.loads(cli("list", "--json").out)] == ["a kept note"]
