@@ -708,17 +708,25 @@ class Memory:
                     dry_run: bool = False) -> list[Trashed]:
         """Destroy trashed records for good: those of ``ids``, or those trashed before the
         ISO time ``older_than``, or all. Returns them (``dry_run``: only lists them)."""
+        if dry_run:
+            return self._doomed(ids, older_than)
+        # Read and purge in one write transaction: a record restored and trashed again
+        # meanwhile is judged by its new trashed_at, never purged on an old reading.
+        with self.db.write() as conn:
+            doomed = self._doomed(ids, older_than)
+            if doomed:
+                conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed
+                self.db.purge_trash(conn, [t.record.id for t in doomed])
+        if doomed:
+            self._scrub()
+        return doomed
+
+    def _doomed(self, ids: Sequence[int] | None, older_than: str | None) -> list[Trashed]:
         doomed = [t for t in self.db.trashed(ids)
                   if older_than is None or t.trashed_at < older_than]
         if ids is not None and (missing := sorted(set(ids) - {t.record.id for t in doomed})):
             raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in the "
                                 "trash; nothing was destroyed")
-        if dry_run or not doomed:
-            return doomed
-        with self.db.write() as conn:
-            conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed
-            self.db.purge_trash(conn, [t.record.id for t in doomed])
-        self._scrub()
         return doomed
 
     # -- near-duplicates (magray/dedupe.py) -----------------------------------------------

@@ -280,3 +280,28 @@ def test_purged_text_leaves_no_bytes_in_the_files(cli, home, fake_model):
     assert cli("forget", "2").code == 0 and cli("trash", "empty").code == 0
     assert _files_hold(home, other) == []
     assert [r["text"] for r in json.loads(cli("list", "--json").out)] == ["a kept note"]
+
+
+def test_clean_never_purges_a_record_trashed_again_meanwhile(fake_memory, home, monkeypatch):
+    from conftest import FakeEmbedder
+
+    m = fake_memory
+    rid = m.store_texts(["scratch to keep"], layer="assets")[0].id
+    m.forget([rid])
+    monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=31)))
+    read, raced = m.db.trashed, []
+
+    def racing(ids=None):
+        found = read(ids)
+        if not m.db.conn.in_transaction:  # another process can act before the purge
+            with Memory.open(home, embedder=FakeEmbedder()) as other:
+                other.restore_from_trash([rid])
+                other.forget([rid])  # trashed now: kept trash_days from today
+            raced.append(rid)
+        return found
+
+    monkeypatch.setattr(m.db, "trashed", racing)
+    m.clean()
+    monkeypatch.setattr(m.db, "trashed", read)
+    # Trashed again in between: kept. Nobody could act in between: purged, being old.
+    assert [t.record.id for t in m.trash()] == raced
