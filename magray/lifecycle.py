@@ -272,8 +272,9 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
                                                                if d.promote)) \
         if promote_first else None
     entries, size = prune_cache(memory, settings.embed_cache_mb, dry_run=dry_run)
+    # Merged texts are spared: only an explicit `trash empty` destroys them.
     purged = memory.empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
-                                dry_run=dry_run)
+                                dry_run=dry_run, keep_merged=True)
     return CleanReport(dry_run, promotion, tuple(removals), skipped, entries, size,
                        tuple(problems.values()), len(purged))
 

@@ -705,15 +705,17 @@ class Memory:
                 for i, v in zip(stale, fresh)}
 
     def empty_trash(self, *, ids: Sequence[int] | None = None, older_than: str | None = None,
-                    dry_run: bool = False) -> list[Trashed]:
+                    dry_run: bool = False, keep_merged: bool = False) -> list[Trashed]:
         """Destroy trashed records for good: those of ``ids``, or those trashed before the
-        ISO time ``older_than``, or all. Returns them (``dry_run``: only lists them)."""
+        ISO time ``older_than``, or all; ``keep_merged`` spares the texts merges trashed
+        (clean's age purge does: a merge promises they stay restorable). Returns them
+        (``dry_run``: only lists them)."""
         if dry_run:
-            return self._doomed(ids, older_than)
+            return self._doomed(ids, older_than, keep_merged)
         # Read and purge in one write transaction: a record restored and trashed again
         # meanwhile is judged by its new trashed_at, never purged on an old reading.
         with self.db.write() as conn:
-            doomed = self._doomed(ids, older_than)
+            doomed = self._doomed(ids, older_than, keep_merged)
             if doomed:
                 conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed
                 self.db.purge_trash(conn, [t.record.id for t in doomed])
@@ -721,9 +723,11 @@ class Memory:
             self._scrub()
         return doomed
 
-    def _doomed(self, ids: Sequence[int] | None, older_than: str | None) -> list[Trashed]:
+    def _doomed(self, ids: Sequence[int] | None, older_than: str | None,
+                keep_merged: bool = False) -> list[Trashed]:
         doomed = [t for t in self.db.trashed(ids)
-                  if older_than is None or t.trashed_at < older_than]
+                  if (older_than is None or t.trashed_at < older_than)
+                  and not (keep_merged and t.reason == "merged")]
         if ids is not None and (missing := sorted(set(ids) - {t.record.id for t in doomed})):
             raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in the "
                                 "trash; nothing was destroyed")

@@ -305,3 +305,14 @@ def test_clean_never_purges_a_record_trashed_again_meanwhile(fake_memory, home, 
     monkeypatch.setattr(m.db, "trashed", read)
     # Trashed again in between: kept. Nobody could act in between: purged, being old.
     assert [t.record.id for t in m.trash()] == raced
+
+
+def test_clean_never_purges_merged_texts_only_trash_empty_does(fake_memory, monkeypatch):
+    ids = [s.id for s in fake_memory.store_texts(["deploy notes v1", "deploy notes v2",
+                                                  "scratch"], layer="assets")]
+    fake_memory.merge_duplicates(ids[:2])
+    fake_memory.forget([ids[2]])
+    monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=400)))
+    assert fake_memory.clean().purged == 1
+    assert [(t.record.id, t.reason) for t in fake_memory.trash()] == [(ids[1], "merged")]
+    assert [t.record.id for t in fake_memory.empty_trash()] == [ids[1]]

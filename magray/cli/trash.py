@@ -113,7 +113,8 @@ def duplicates(
     json_out: output.JsonFlag = False,
 ) -> None:
     """List clusters of near-duplicate records with their similarity, closest first; or,
-    with --merge, merge one cluster on purpose (every text stays restorable)."""
+    with --merge, merge one cluster on purpose (every text stays restorable: clean never
+    purges merged texts from the trash; only `magray trash empty` does)."""
     if merge:
         wanted = _ids([word for value in merge for word in value.replace(",", " ").split()])
         with open_memory(ctx) as memory:
