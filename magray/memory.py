@@ -669,11 +669,13 @@ class Memory:
     def restore_from_trash(self, ids: Sequence[int]) -> list[Record]:
         """Put trashed records back whole: same id, text, metadata and layer, findable
         again by meaning and by words. All or nothing: NotFoundError if an id is not in the
-        trash, InputError if its text was stored again in its layer meanwhile."""
+        trash, InputError if its text was stored again in its layer meanwhile. Counts as
+        a use (last access now): the next clean does not expire or evict it again at once."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             raise InputError("no record ids given")
         vectors = self._restore_vectors(wanted)
+        now = clock.now_iso()
         with self.db.write() as conn:
             found = {t.record.id: t.record for t in self.db.trashed(wanted)}
             if missing := [i for i in wanted if i not in found]:
@@ -686,7 +688,7 @@ class Memory:
                     raise InputError(f"record {record_id}'s text is stored again in "
                                      f"{record.layer} as record {twin.id}; forget {twin.id} "
                                      "first to restore it; nothing was restored")
-                self.db.untrash(conn, record_id, vectors.get(record_id))
+                self.db.untrash(conn, record_id, vectors.get(record_id), accessed=now)
         self._sync_after_write(sorted({r.layer for r in found.values()}))
         return [found[i] for i in wanted]
 

@@ -152,10 +152,14 @@ def test_forget_expiry_and_eviction_go_to_the_trash_and_come_back_whole(home, re
                 for mode in ("vector", "keyword", "hybrid"))
         in_step(m)
 
+        asked = clock.now_iso()
         restored = m.restore_from_trash(sorted(trashed))
         assert sorted(r.id for r in restored) == sorted(trashed) and m.trash() == []
-        for i in ids:
-            assert snapshot(m, i) == before[i]  # same id, text, metadata, layer, vector
+        for i in ids:  # same id, text, metadata, layer, vector; a restore is a use
+            last = 9  # last_access
+            row = snapshot(m, i)
+            assert row[:last] + row[last + 1:] == before[i][:last] + before[i][last + 1:]
+            assert row[last] >= asked if i in trashed else row[last] == before[i][last]
             findable(m, i, m.get(i).text)
         in_step(m)
 
@@ -316,3 +320,14 @@ def test_clean_never_purges_merged_texts_only_trash_empty_does(fake_memory, monk
     assert fake_memory.clean().purged == 1
     assert [(t.record.id, t.reason) for t in fake_memory.trash()] == [(ids[1], "merged")]
     assert [t.record.id for t in fake_memory.empty_trash()] == [ids[1]]
+
+
+def test_a_restored_expired_record_is_not_expired_again_by_the_next_clean(fake_memory,
+                                                                          monkeypatch):
+    rid = fake_memory.store_texts(["short-lived context"], layer="interact")[0].id
+    monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=3)))
+    fake_memory.clean(promote=False)
+    assert [(t.record.id, t.reason) for t in fake_memory.trash()] == [(rid, "expired")]
+    fake_memory.restore_from_trash([rid])  # the person asked for it back: a use
+    fake_memory.clean(promote=False)
+    assert fake_memory.trash() == [] and fake_memory.get(rid).last_access == clock.now_iso()

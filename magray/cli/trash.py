@@ -47,7 +47,8 @@ def list_trash(
 @trash_app.command("restore")
 def restore(ctx: typer.Context, ids: Ids, json_out: output.JsonFlag = False) -> None:
     """Put trashed records back whole: the same id, text, metadata and layer, findable
-    again by meaning and by words. All or nothing. Prints the ids restored."""
+    again by meaning and by words. All or nothing. Counts as a use (last access now), so
+    the next clean does not expire it again. Prints the ids restored."""
     wanted = _ids(ids)
     with open_memory(ctx) as memory:
         restored = memory.restore_from_trash(wanted)
