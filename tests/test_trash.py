@@ -180,11 +180,16 @@ def test_trash_cli_list_restore_empty_and_forget_safety(cli, fake_model):
     again = cli("trash", "restore", "1")  # not in the trash any more
     assert again.code == 1 and again.err.startswith("error: no record with id 1 in the trash")
     assert cli("trash", "empty", "--dry-run").out.startswith("2\t")
-    assert cli("trash", "empty").code == 0
+    assert cli("store", "epsilon note").code == 0 and cli("forget", "4").code == 0
+    declined = cli("trash", "empty", stdin=None, tty=True)  # a terminal, no answer
+    assert declined.code == 1 and "nothing was destroyed" in declined.err
+    assert len(json.loads(cli("trash", "list", "--json").out)) == 2
+    assert cli("trash", "empty", "4", stdin=None, tty=True).code == 0  # one: not asked
+    assert cli("trash", "empty", "--yes", stdin=None, tty=True).code == 0
     assert json.loads(cli("trash", "list", "--json").out) == []
     assert cli("forget", "3", "--purge").code == 0
     assert json.loads(cli("trash", "list", "--json").out) == []
-    assert cli("store", "delta note").out.split() == ["4"]  # trashed ids are never reissued
+    assert cli("store", "delta note").out.split() == ["5"]  # trashed ids are never reissued
 
 
 def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch):
@@ -281,7 +286,7 @@ def test_purged_text_leaves_no_bytes_in_the_files(cli, home, fake_model):
     assert _files_hold(home, word) and _files_hold(home, other)
     assert cli("forget", "1", "--purge").code == 0
     assert _files_hold(home, word) == []
-    assert cli("forget", "2").code == 0 and cli("trash", "empty").code == 0
+    assert cli("forget", "2").code == 0 and cli("trash", "empty", "--yes").code == 0
     assert _files_hold(home, other) == []
     assert [r["text"] for r in json.loads(cli("list", "--json").out)] == ["a kept note"]
 
@@ -331,3 +336,18 @@ def test_a_restored_expired_record_is_not_expired_again_by_the_next_clean(fake_m
     fake_memory.restore_from_trash([rid])  # the person asked for it back: a use
     fake_memory.clean(promote=False)
     assert fake_memory.trash() == [] and fake_memory.get(rid).last_access == clock.now_iso()
+
+
+def test_ctrl_c_at_the_question_exits_130_and_forgets_nothing(cli, fake_model, monkeypatch):
+    import typer
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise typer.Abort() from None  # what click's prompt does with ^C
+
+    cli("store", "one note", "two note")
+    monkeypatch.setattr(typer, "confirm", interrupted)
+    assert cli("forget", "1", "2", stdin=None, tty=True).code == 130
+    assert len(json.loads(cli("list", "--json").out)) == 2

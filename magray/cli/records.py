@@ -84,7 +84,9 @@ def forget(
     wanted = _ids(ids)
     with open_memory(ctx) as memory:
         chosen = memory.forget(wanted, dry_run=True)
-        if not dry_run and len(chosen) > 1 and not yes and not _agreed(chosen, purge):
+        where = "destroy them for good" if purge else "move them to the trash"
+        if not dry_run and len(chosen) > 1 and not yes and not _agreed(
+                chosen, f"Forget these {len(chosen)} records ({where})?"):
             output.error("not confirmed; nothing was forgotten")
             raise typer.Exit(1)
         forgotten = chosen if dry_run else memory.forget(wanted, purge=purge)
@@ -99,8 +101,9 @@ def forget(
     output.say(f"{verb} {len(forgotten)} record(s)")
 
 
-def _agreed(records: list[Record], purge: bool) -> bool:
-    """Ask the person at a terminal; scripts (stdin not a terminal) never wait."""
+def _agreed(records: list[Record], question: str) -> bool:
+    """Ask the person at a terminal; scripts (stdin not a terminal) never wait. ^C at the
+    question interrupts (exit 130); end of input declines."""
     if not output.is_tty(sys.stdin):
         return True
     for r in records[:10]:
@@ -108,10 +111,11 @@ def _agreed(records: list[Record], purge: bool) -> bool:
                               markup=False)
     if len(records) > 10:
         output.stderr().print(f"  ... and {len(records) - 10} more", markup=False)
-    where = "destroy them for good" if purge else "move them to the trash"
     try:
-        return typer.confirm(f"Forget these {len(records)} records ({where})?", err=True)
-    except typer.Abort:  # end of input or ^C at the prompt
+        return typer.confirm(question, err=True)
+    except typer.Abort as exc:  # end of input, or ^C (click keeps it as the context)
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         return False
 
 

@@ -10,7 +10,7 @@ import typer
 from ..records import Trashed
 from . import filters, output
 from .app import app, open_memory
-from .records import _ids
+from .records import _agreed, _ids
 
 if TYPE_CHECKING:
     from ..dedupe import Cluster
@@ -67,11 +67,21 @@ def empty(
         show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be destroyed; "
                                                             "change nothing.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask, even on a terminal, before destroying several "
+                            "records.")] = False,
     json_out: output.JsonFlag = False,
 ) -> None:
-    """Destroy what is in the trash, for good (clean does it after trash_days)."""
+    """Destroy what is in the trash, for good (clean does it after trash_days). On a
+    terminal, asks before destroying more than one record, as forget does."""
     wanted = _ids(ids) if ids else None
     with open_memory(ctx) as memory:
+        if not dry_run and not yes:
+            doomed = [t.record for t in memory.empty_trash(ids=wanted, dry_run=True)]
+            if len(doomed) > 1 and not _agreed(
+                    doomed, f"Destroy these {len(doomed)} trashed records for good?"):
+                output.error("not confirmed; nothing was destroyed")
+                raise typer.Exit(1)
         gone = memory.empty_trash(ids=wanted, dry_run=dry_run)
     if json_out:
         output.emit_json([t.to_dict() for t in gone])
