@@ -10,6 +10,7 @@ import typer
 from ..errors import InputError, NotFoundError
 from ..records import Record
 from . import filters, output
+from .coercion import INT64
 from .app import app, open_memory
 
 
@@ -126,14 +127,17 @@ def _ids(values: list[str]) -> list[int]:
             words += sys.stdin.read().split()
         else:
             words.append(value)
-    ids = []
-    for word in words:
-        if not word.isdigit() or int(word) < 1:
-            raise InputError(f"{word!r} is not a record id")
-        ids.append(int(word))
+    ids = [record_id(word) for word in words]
     if not ids:
         raise InputError("no record ids given")
     return ids
+
+
+def record_id(word: str) -> int:
+    """A record id: ASCII digits (``int()`` would read ``٣`` as 3), 1 to SQLite's 2**63-1."""
+    if not (word.isascii() and word.isdigit()) or not 1 <= int(word) <= INT64:
+        raise InputError(f"{output.visible(repr(word))} is not a record id")
+    return int(word)
 
 
 def _details(record: Record) -> None:
