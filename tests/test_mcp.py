@@ -289,6 +289,28 @@ def test_a_non_loopback_bind_needs_a_token(home, tmp_path, token_file):
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
 
 
+def test_http_bind_failures_and_bad_inputs_are_one_line(home, tmp_path, token_file):
+    def one_line(result, code: int, words: str) -> None:
+        assert result.returncode == code, result.stderr
+        assert result.stderr.startswith("error: ") and words in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_line(_magray(home, "mcp", "--http", f"127.0.0.1:{port}"), 1, "cannot listen on")
+    token = str(token_file[0])
+    one_line(_magray(home, "mcp", "--http", "no-such-host.invalid:8765", "--token-file", token),
+             1, "cannot listen on no-such-host.invalid:8765")
+    one_line(_magray(home, "mcp", "--http", "127.0.0.1:\u00b2"), 2, "HOST:PORT")
+    latin = tmp_path / "latin-token"
+    latin.write_bytes(b"t0ken-\xff" + b"ab" * 16)
+    latin.chmod(0o600)
+    one_line(_magray(home, "mcp", "--http", "127.0.0.1:8765", "--token-file", str(latin)), 2,
+             "not UTF-8")
+
+
 # -- many sessions at once --------------------------------------------------------------
 
 
