@@ -43,10 +43,39 @@ async def serve(server: Any, host: str, port: int, token: str | None,
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=3, server_header=False)
     web = _uvicorn_server()(config)
+    _escape_logs()  # after uvicorn.Config, which sets up its loggers
     with listening:
         await web.serve(sockets=[listening])
     if signal.SIGINT in web.stopped_by:
         raise KeyboardInterrupt  # the CLI's exit 130
+
+
+class VisibleLogs:
+    """A logging filter that escapes every message: the SDK and uvicorn log values that
+    clients send (``Invalid Host header: ...``), which must not control the terminal."""
+
+    def filter(self, record: Any) -> bool:
+        from .controls import visible
+
+        record.msg, record.args = visible(record.getMessage()), ()
+        return True
+
+
+def _escape_logs() -> None:
+    """Every handler that writes the server's logs escapes them; the SDK's loggers, which
+    have none, get one (instead of logging's bare last resort)."""
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+    for name in (None, "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, VisibleLogs) for f in handler.filters):
+                handler.addFilter(VisibleLogs())
 
 
 def listen(host: str, port: int) -> "socket.socket":

@@ -268,6 +268,26 @@ def test_http_rejects_a_missing_token_and_a_foreign_origin(http_server, token_fi
     asyncio.run(main())
 
 
+def test_header_values_reach_the_server_log_escaped(http_server, token_file):
+    url, server = http_server
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}}
+
+    async def main():
+        # \x9b is a C1 control (CSI) that HTTP allows in a header value, as obs-text
+        async with _client(token_file[1], Origin=b"http://evil\x9b2J.example") as client:
+            response = await client.post(url, json=hello, headers={
+                "Accept": "application/json, text/event-stream"})
+            assert response.status_code == 403
+
+    asyncio.run(main())
+    server.send_signal(signal.SIGTERM)
+    _, err = server.communicate(timeout=60)
+    assert "Invalid Origin header" in err and "http://evil\\x9b2J.example" in err, err
+    assert "\x9b" not in err
+
+
 def _magray(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "magray", *args], env=_env(home),
                           capture_output=True, text=True, timeout=120)
