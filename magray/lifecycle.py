@@ -88,6 +88,7 @@ class CleanReport:
     cache_bytes: int
     problems: tuple[str, ...] = ()  # layers left alone, and why
     purged: int = 0  # trashed records destroyed (or to destroy) after trash_days
+    purged_records: tuple = ()  # those records (Trashed), for --dry-run to list
 
     def count(self, reason: str) -> int:
         return sum(r.reason == reason for r in self.removed)
@@ -276,7 +277,7 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
     purged = memory.empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
                                 dry_run=dry_run, keep_merged=True)
     return CleanReport(dry_run, promotion, tuple(removals), skipped, entries, size,
-                       tuple(problems.values()), len(purged))
+                       tuple(problems.values()), len(purged), tuple(purged))
 
 
 def _unsyncable_layers(memory: "Memory") -> dict[str, str]:

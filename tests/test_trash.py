@@ -192,7 +192,7 @@ def test_trash_cli_list_restore_empty_and_forget_safety(cli, fake_model):
     assert cli("store", "delta note").out.split() == ["5"]  # trashed ids are never reissued
 
 
-def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch):
+def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch, cli):
     ids = [s.id for s in fake_memory.store_texts(["old scratch", "new scratch"],
                                                  layer="assets")]
     fake_memory.forget([ids[0]])
@@ -200,6 +200,8 @@ def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch)
     fake_memory.forget([ids[1]])
     monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=11)))
     assert fake_memory.clean(dry_run=True).purged == 1 and len(fake_memory.trash()) == 2
+    assert cli("clean", "--dry-run").out.splitlines()[:-1] == [
+        f"purge\t{ids[0]}\tassets\told scratch"]
     assert fake_memory.clean().purged == 1
     assert [t.record.id for t in fake_memory.trash()] == [ids[1]]
 
