@@ -128,3 +128,10 @@ def test_ids_and_numbers_are_ascii_digits_within_64_bits(cli, fake_model, args):
     assert result.err.startswith("error: ") and result.err.count("\n") == 1
     assert len(json.loads(cli("list", "--json").out)) == 2  # nothing changed
     assert len(json.loads(cli("trash", "list", "--json").out)) == 1
+
+
+def test_forget_dry_run_lists_whole_texts_as_reversible_fields(cli, fake_model):
+    text = "a long\tnote " + "word " * 60 + "end"
+    cli("store", text)
+    line = cli("forget", "1", "--dry-run").out.rstrip("\n")
+    assert line == "1\tinteract\t" + text.replace("\t", "\\t")

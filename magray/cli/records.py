@@ -94,8 +94,7 @@ def forget(
     if json_out:
         output.emit_json([{"id": r.id, "layer": r.layer} for r in forgotten])
     elif dry_run:
-        output.emit_lines(f"{r.id}\t{r.layer}\t{output.one_line(r.text, 200)}"
-                          for r in forgotten)
+        output.emit_lines(f"{r.id}\t{r.layer}\t{output.field(r.text)}" for r in forgotten)
     else:
         output.emit_lines(str(r.id) for r in forgotten)
     verb = "would forget" if dry_run else "destroyed" if purge else "moved to the trash"
