@@ -17,8 +17,8 @@ under every index lock and with the database to itself (SQLite's exclusive locki
 granted once no other process has it open), it writes a verified safety archive of the
 current data, loads the staged database into the live one through the backup API (one
 transaction), and puts the staged index files in place. Nothing can be written between the
-safety copy and the load. The safety archive stays in ``<data>/safety/`` until the next
-successful restore.
+safety copy and the load. The safety archive stays in ``<data>/safety/`` until the person
+removes it (``discard_safety_copies``): a later restore never deletes one.
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ class Listing:
 @dataclass(frozen=True)
 class RestoreResult:
     """A restore, done or (``dry_run``) planned. ``replaced`` counts the records the restore
-    replaces; ``config`` is 'restored', 'kept' (the archive's was not used) or 'none'."""
+    replaces, ``trashed`` the records in the trash it replaces; ``config`` is 'restored',
+    'kept' (the archive's was not used) or 'none'."""
 
     archive: BackupInfo
     replaced: Mapping[str, int]
@@ -171,13 +172,14 @@ class RestoreResult:
     dry_run: bool
     safety_copy: Path | None = None
     synced: tuple = field(default=())
+    trashed: int = 0
 
     def to_dict(self) -> dict:
         return {"archive": str(self.archive.path), "created_at": self.archive.created_at,
                 "restored": dict(self.archive.counts), "records": self.archive.records,
                 "replaced": dict(self.replaced), "config": self.config, "dry_run": self.dry_run,
                 "safety_copy": str(self.safety_copy) if self.safety_copy else None,
-                "synced": [asdict(s) for s in self.synced]}
+                "synced": [asdict(s) for s in self.synced], "trashed": self.trashed}
 
 
 # -- creating -----------------------------------------------------------------------------
@@ -321,6 +323,14 @@ def database_facts(conn: sqlite3.Connection) -> dict:
     return {"store_id": meta.get("store_id", ""), "model": meta.get("model"),
             "model_key": meta.get("model_key"), "dim": int(dim) if dim else None,
             "counts": counts}
+
+
+def trash_count(conn: sqlite3.Connection) -> int:
+    """Records in the trash (0 where the database predates the trash table)."""
+    try:
+        return conn.execute("SELECT count(*) FROM trash").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def _copy_index(where: Paths, layer: str, stage: Path, store_id: str
@@ -713,28 +723,28 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
             _check_config(staged_config, path)
         _check_model(info, expected_key(staged_config if use_config else None), path)
         current = database_facts(store.conn)["counts"]  # the plan; _swap reads them again
+        trashed = trash_count(store.conn)
         plan = RestoreResult(info, current, "restored" if use_config else
-                             "kept" if has_config else "none", dry_run)
-        replacing = sum(current.values()) > 0 or (use_config and where.config_file.exists())
+                             "kept" if has_config else "none", dry_run, trashed=trashed)
+        replacing = (sum(current.values()) + trashed > 0
+                     or (use_config and where.config_file.exists()))
         if dry_run:
             return plan
         confirmed = replace_data
         if replacing and not replace_data:
             if confirm is None:
                 raise InputError(f"restoring {path.name} would replace the "
-                                 f"{sum(current.values())} records in {where.data}; "
-                                 "pass --yes to confirm")
+                                 f"{sum(current.values())} records and {trashed} in the "
+                                 f"trash in {where.data}; pass --yes to confirm")
             if not confirm(plan):
                 raise MagrayError("restore cancelled; nothing was changed")
             confirmed = True
         _match_page_size(stage / STAGED[DB_MEMBER], store)
-        safety, replaced, again = _swap(where, store, stage, use_config, confirmed,
-                                        level=level, timeout=timeout)
-        if safety is not None and not again:
-            # Earlier safety copies go only when this one holds data of the person's own;
-            # a retry of a restore (the data already is the archive's) keeps them all.
-            discard_safety_copies(where, keep=safety)
-        return replace(plan, replaced=replaced, safety_copy=safety)
+        safety, replaced, trashed = _swap(where, store, stage, use_config, confirmed,
+                                          level=level, timeout=timeout)
+        # Earlier safety copies are kept: each may be the only copy of what an earlier
+        # restore replaced. Only the person removes them (discard_safety_copies).
+        return replace(plan, replaced=replaced, trashed=trashed, safety_copy=safety)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
@@ -792,11 +802,11 @@ def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
 
 
 def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *,
-          level: int, timeout: float) -> tuple[Path | None, dict[str, int], bool]:
+          level: int, timeout: float) -> tuple[Path | None, dict[str, int], int]:
     """Under every index lock and with the database to ourselves: write a verified safety
     archive of the current data, load the staged database into the live one, and put the
     staged index files in place. Returns the safety archive (None when nothing needed
-    one), the records replaced, and whether the data already was the archive's (a retry).
+    one), the records replaced and the trashed records replaced.
     What is replaced is read here, under the lock: a store just before it is in the safety
     archive, or (when replacing records was not confirmed) stops the restore."""
     safety = None
@@ -805,12 +815,12 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
             held.enter_context(locked(layer_files(where, layer)[2], timeout=timeout))
         held.enter_context(_exclusive(store))
         replaced = database_facts(store.conn)["counts"]
-        if sum(replaced.values()) and not confirmed:
-            raise InputError(f"{sum(replaced.values())} records were stored in {where.data} "
-                             "while the archive was being checked; nothing was changed: "
-                             "restore again with --yes to replace them")
-        again = _same_data(store.conn, stage / STAGED[DB_MEMBER])
-        if sum(replaced.values()) or (use_config and where.config_file.exists()):
+        trashed = trash_count(store.conn)  # the trash is the person's data too
+        if (sum(replaced.values()) or trashed) and not confirmed:
+            raise InputError(f"{sum(replaced.values()) + trashed} records were stored or "
+                             f"trashed in {where.data} while the archive was being checked; "
+                             "nothing was changed: restore again with --yes to replace them")
+        if sum(replaced.values()) or trashed or (use_config and where.config_file.exists()):
             safety = _safety_archive(where, store, level=level, timeout=timeout)
         for layer in LAYERS:  # no index file is ever paired with the wrong database
             for live in layer_files(where, layer)[:2]:
@@ -822,44 +832,7 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
             where.config_file.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(where.config_file,
                                (stage / STAGED[CONFIG_MEMBER]).read_bytes())
-    return safety, replaced, again
-
-
-# Tables that magray derives or keeps about itself; everything else is what a person stored.
-DERIVED_TABLES = ("sqlite_", "records_fts", "embed_cache", "index_log", "ops", "op_totals")
-
-
-def _same_data(conn: sqlite3.Connection, staged: Path) -> bool:
-    """Whether the live database holds what the staged one holds (a restore's retry)."""
-    source = sqlite3.connect(f"file:{staged}?mode=ro", uri=True)
-    try:
-        if database_facts(conn) != database_facts(source):
-            return False  # the usual case, known without reading every row
-        return _content_digest(conn) == _content_digest(source)
-    finally:
-        source.close()
-
-
-def _content_digest(conn: sqlite3.Connection) -> str:
-    """A digest of every row a person stored (records, metadata, any table but the derived
-    ones), in rowid (or primary key) order: equal for a database and its backup-API copy."""
-    import pickle
-
-    digest = hashlib.sha256()
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                 "ORDER BY name").fetchall():
-        if table.startswith(DERIVED_TABLES):
-            continue
-        where = " WHERE key NOT LIKE 'log_pruned:%'" if table == "meta" else ""
-        digest.update(table.encode() + b"\0")
-        keys = [row[1] for row in sorted(conn.execute(f'PRAGMA table_info("{table}")'),
-                                         key=lambda row: row[5]) if row[5]]
-        order = ", ".join(f'"{k}"' for k in keys) or "rowid"  # WITHOUT ROWID: by its key
-        cursor = conn.execute(f'SELECT * FROM "{table}"{where} ORDER BY {order}')
-        while rows := cursor.fetchmany(1024):
-            for row in rows:
-                digest.update(pickle.dumps(tuple(row), 5))
-    return digest.hexdigest()
+    return safety, replaced, trashed
 
 
 @contextmanager
@@ -965,7 +938,13 @@ def safety_copies(where: Paths) -> list[Path]:
     directory = where.data / SAFETY_DIR
     if not directory.is_dir():
         return []
-    return sorted(directory.glob(f"{SAFETY_PREFIX}*{SUFFIX}"))
+    return sorted(directory.glob(f"{SAFETY_PREFIX}*{SUFFIX}"), key=_safety_order)
+
+
+def _safety_order(path: Path) -> tuple[str, int]:
+    # <stamp>.tar.zst, then <stamp>-2.tar.zst ... (a plain sort puts "-2" first)
+    stamp, _, number = path.name[len(SAFETY_PREFIX):-len(SUFFIX)].partition("-")
+    return stamp, int(number) if number.isascii() and number.isdigit() else 1
 
 
 def discard_safety_copies(where: Paths, keep: Path | None = None) -> list[Path]:

@@ -66,6 +66,10 @@ def check_importance(value: Any, where: str = "importance") -> float:
 
 
 def from_args(texts: Sequence[str], template: NewRecord, max_bytes: int) -> list[NewRecord]:
+    for name in ("layer", "tags", "project", "session", "kind", "created_at"):
+        # the metadata too (library and MCP callers reach here without the CLI's checks)
+        value = getattr(template, name)
+        check_unicode(list(value) if isinstance(value, tuple) else value, name)
     where = "argument {}" if len(texts) > 1 else "text"
     return [replace(template, text=check_text(t, max_bytes, where.format(n)))
             for n, t in enumerate(texts, 1)]

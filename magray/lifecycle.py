@@ -88,6 +88,7 @@ class CleanReport:
     cache_bytes: int
     problems: tuple[str, ...] = ()  # layers left alone, and why
     purged: int = 0  # trashed records destroyed (or to destroy) after trash_days
+    purged_records: tuple = ()  # those records (Trashed), for --dry-run to list
 
     def count(self, reason: str) -> int:
         return sum(r.reason == reason for r in self.removed)
@@ -272,10 +273,11 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
                                                                if d.promote)) \
         if promote_first else None
     entries, size = prune_cache(memory, settings.embed_cache_mb, dry_run=dry_run)
+    # Merged texts are spared: only an explicit `trash empty` destroys them.
     purged = memory.empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
-                                dry_run=dry_run)
+                                dry_run=dry_run, keep_merged=True)
     return CleanReport(dry_run, promotion, tuple(removals), skipped, entries, size,
-                       tuple(problems.values()), len(purged))
+                       tuple(problems.values()), len(purged), tuple(purged))
 
 
 def _unsyncable_layers(memory: "Memory") -> dict[str, str]:

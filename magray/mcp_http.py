@@ -10,9 +10,12 @@ import ipaddress
 import signal
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, NotFoundError
+from .errors import InputError, MagrayError, NotFoundError
+
+if TYPE_CHECKING:
+    import socket
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -36,12 +39,65 @@ async def serve(server: Any, host: str, port: int, token: str | None,
     app = server.streamable_http_app(transport_security=security, host=host)
     if token is not None:
         app = BearerToken(app, token)
+    listening = listen(host, port)  # a bind failure is our one line, not uvicorn's log
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=3, server_header=False)
     web = _uvicorn_server()(config)
-    await web.serve()
+    _escape_logs()  # after uvicorn.Config, which sets up its loggers
+    with listening:
+        await web.serve(sockets=[listening])
     if signal.SIGINT in web.stopped_by:
         raise KeyboardInterrupt  # the CLI's exit 130
+
+
+class VisibleLogs:
+    """A logging filter that escapes every message: the SDK and uvicorn log values that
+    clients send (``Invalid Host header: ...``), which must not control the terminal."""
+
+    def filter(self, record: Any) -> bool:
+        from .controls import visible
+
+        record.msg, record.args = visible(record.getMessage()), ()
+        return True
+
+
+def _escape_logs() -> None:
+    """Every handler that writes the server's logs escapes them; the SDK's loggers, which
+    have none, get one (instead of logging's bare last resort)."""
+    import logging
+    import sys
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+    for name in (None, "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, VisibleLogs) for f in handler.filters):
+                handler.addFilter(VisibleLogs())
+
+
+def listen(host: str, port: int) -> "socket.socket":
+    """A socket bound to HOST:PORT, for uvicorn to serve on; MagrayError (exit 1) when the
+    name does not resolve or the address is taken or not this machine's."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise MagrayError(f"--http: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise MagrayError(f"--http: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
+    return sock
 
 
 def _uvicorn_server() -> type:
@@ -97,7 +153,7 @@ def parse_address(address: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[IPV6]:PORT`` or just ``PORT`` (on 127.0.0.1)."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise InputError(f"--http: expected HOST:PORT (e.g. 127.0.0.1:8765), got {address!r}")
     return host, int(port)
 
@@ -118,6 +174,8 @@ def read_token(path: Path) -> str:
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise NotFoundError(f"--token-file: no such file: {path}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"--token-file: {path} is not UTF-8 text") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(f"--token-file: {path} is readable by others; "
                          f"run `chmod 600 {path}`")

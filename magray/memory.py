@@ -685,13 +685,24 @@ class Memory:
                                     "nothing was forgotten")
             if dry_run:
                 return [found[i] for i in wanted]
+            if purge:  # freed pages are zeroed, not left holding the text
+                conn.execute("PRAGMA secure_delete = ON")
             when = clock.now_iso()
             for record_id in wanted:
                 self.db.trash(conn, record_id, "forgotten", when)
             if purge:
                 self.db.purge_trash(conn, wanted)
+        if purge:
+            self._scrub()
         self._sync_after_write(sorted({r.layer for r in found.values()}))
         return [found[i] for i in wanted]
+
+    def _scrub(self) -> None:
+        """After a purge: no copy of the destroyed texts stays in the files (free pages,
+        FTS segments, the WAL): see magray/scan.py."""
+        from . import scan
+
+        scan.scrub(self)
 
     # -- the trash ------------------------------------------------------------------------
 
@@ -703,11 +714,13 @@ class Memory:
     def restore_from_trash(self, ids: Sequence[int]) -> list[Record]:
         """Put trashed records back whole: same id, text, metadata and layer, findable
         again by meaning and by words. All or nothing: NotFoundError if an id is not in the
-        trash, InputError if its text was stored again in its layer meanwhile."""
+        trash, InputError if its text was stored again in its layer meanwhile. Counts as
+        a use (last access now): the next clean does not expire or evict it again at once."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             raise InputError("no record ids given")
         vectors = self._restore_vectors(wanted)
+        now = clock.now_iso()
         with self.db.write() as conn:
             found = {t.record.id: t.record for t in self.db.trashed(wanted)}
             if missing := [i for i in wanted if i not in found]:
@@ -720,7 +733,7 @@ class Memory:
                     raise InputError(f"record {record_id}'s text is stored again in "
                                      f"{record.layer} as record {twin.id}; forget {twin.id} "
                                      "first to restore it; nothing was restored")
-                self.db.untrash(conn, record_id, vectors.get(record_id))
+                self.db.untrash(conn, record_id, vectors.get(record_id), accessed=now)
         self._sync_after_write(sorted({r.layer for r in found.values()}))
         return [found[i] for i in wanted]
 
@@ -739,18 +752,32 @@ class Memory:
                 for i, v in zip(stale, fresh)}
 
     def empty_trash(self, *, ids: Sequence[int] | None = None, older_than: str | None = None,
-                    dry_run: bool = False) -> list[Trashed]:
+                    dry_run: bool = False, keep_merged: bool = False) -> list[Trashed]:
         """Destroy trashed records for good: those of ``ids``, or those trashed before the
-        ISO time ``older_than``, or all. Returns them (``dry_run``: only lists them)."""
+        ISO time ``older_than``, or all; ``keep_merged`` spares the texts merges trashed
+        (clean's age purge does: a merge promises they stay restorable). Returns them
+        (``dry_run``: only lists them)."""
+        if dry_run:
+            return self._doomed(ids, older_than, keep_merged)
+        # Read and purge in one write transaction: a record restored and trashed again
+        # meanwhile is judged by its new trashed_at, never purged on an old reading.
+        with self.db.write() as conn:
+            doomed = self._doomed(ids, older_than, keep_merged)
+            if doomed:
+                conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed
+                self.db.purge_trash(conn, [t.record.id for t in doomed])
+        if doomed:
+            self._scrub()
+        return doomed
+
+    def _doomed(self, ids: Sequence[int] | None, older_than: str | None,
+                keep_merged: bool = False) -> list[Trashed]:
         doomed = [t for t in self.db.trashed(ids)
-                  if older_than is None or t.trashed_at < older_than]
+                  if (older_than is None or t.trashed_at < older_than)
+                  and not (keep_merged and t.reason == "merged")]
         if ids is not None and (missing := sorted(set(ids) - {t.record.id for t in doomed})):
             raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in the "
                                 "trash; nothing was destroyed")
-        if dry_run or not doomed:
-            return doomed
-        with self.db.write() as conn:
-            self.db.purge_trash(conn, [t.record.id for t in doomed])
         return doomed
 
     # -- near-duplicates (magray/dedupe.py) -----------------------------------------------
@@ -908,7 +935,7 @@ class Memory:
                 confirm: Callable[["RestoreResult"], bool] | None = None, dry_run: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> "RestoreResult":
         """Replace this memory with an archive's, after verifying all of it. The current data
-        is kept as a safety archive (``result.safety_copy``) until the next restore. Other
+        is kept as a safety archive (``result.safety_copy``) until discard_safety_copies. Other
         processes must close the memory first (this waits up to busy_timeout for them).
         ``replace`` (or ``confirm(plan)`` returning True) is needed to replace records;
         ``config``: also restore the archive's config.toml (None: only where there is none)."""
@@ -936,8 +963,8 @@ class Memory:
         return from_settings(config.load(config_file), self.paths.data).key
 
     def safety_copies(self) -> list[Path]:
-        """Safety archives of the data that restores replaced (kept until the next restore
-        or until ``discard_safety_copies``)."""
+        """Safety archives of the data that restores replaced (a restore never deletes one;
+        they stay until ``discard_safety_copies``)."""
         from . import backup
 
         return backup.safety_copies(self.paths)

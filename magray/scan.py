@@ -150,7 +150,7 @@ def _apply(memory: "Memory", found: list[Found], rows: dict[tuple[str, int], Row
     with memory.db.write() as wconn:
         memory.db.set_meta(wconn, FOUND_KEY, "0")
     if found:
-        _scrub(memory)
+        scrub(memory)
     memory._sync_after_write(sorted(layers))
     return removed, merged
 
@@ -184,9 +184,10 @@ def _redact(conn: sqlite3.Connection, table: str, row: Row, changes: dict, text:
     return 0
 
 
-def _scrub(memory: "Memory") -> None:
-    """Leave no old bytes behind: rebuild the FTS index from the redacted texts (its old
-    segments held the credential's words), VACUUM the file, and empty the WAL."""
+def scrub(memory: "Memory") -> None:
+    """Leave no old bytes behind: rebuild the FTS index from the texts now stored (its old
+    segments held removed words), VACUUM the file, and empty the WAL. Used after a
+    redaction and after a purge (``forget --purge``, ``trash empty``)."""
     with memory.db.write() as conn:
         conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
     conn.execute("VACUUM")

@@ -618,14 +618,16 @@ class Store(Reader):
     def trash_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM trash").fetchone()[0]
 
-    def untrash(self, conn: sqlite3.Connection, record_id: int, vector: bytes | None = None
-                ) -> None:
+    def untrash(self, conn: sqlite3.Connection, record_id: int, vector: bytes | None = None,
+                accessed: str | None = None) -> None:
         """Put a trashed record back in ``records`` under its own id, inside a write
-        transaction (``vector``: a replacement when the model changed meanwhile). The insert
-        triggers give it back to keyword search and, through the index log, its index."""
+        transaction (``vector``: a replacement when the model changed meanwhile; ``accessed``:
+        its new last access). The insert triggers give it back to keyword search and,
+        through the index log, its index."""
+        columns = RECORD_COLUMNS.replace("last_access", "coalesce(?, last_access)")
         conn.execute(
-            f"INSERT INTO records ({RECORD_COLUMNS}, embedding) SELECT {RECORD_COLUMNS}, "
-            f"coalesce(?, embedding) FROM trash WHERE id = ?", (vector, record_id))
+            f"INSERT INTO records ({RECORD_COLUMNS}, embedding) SELECT {columns}, "
+            f"coalesce(?, embedding) FROM trash WHERE id = ?", (accessed, vector, record_id))
         conn.execute("DELETE FROM trash WHERE id = ?", (record_id,))
 
     def trash_vectors(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:

@@ -268,6 +268,26 @@ def test_http_rejects_a_missing_token_and_a_foreign_origin(http_server, token_fi
     asyncio.run(main())
 
 
+def test_header_values_reach_the_server_log_escaped(http_server, token_file):
+    url, server = http_server
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"}}}
+
+    async def main():
+        # \x9b is a C1 control (CSI) that HTTP allows in a header value, as obs-text
+        async with _client(token_file[1], Origin=b"http://evil\x9b2J.example") as client:
+            response = await client.post(url, json=hello, headers={
+                "Accept": "application/json, text/event-stream"})
+            assert response.status_code == 403
+
+    asyncio.run(main())
+    server.send_signal(signal.SIGTERM)
+    _, err = server.communicate(timeout=60)
+    assert "Invalid Origin header" in err and "http://evil\\x9b2J.example" in err, err
+    assert "\x9b" not in err
+
+
 def _magray(home: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "magray", *args], env=_env(home),
                           capture_output=True, text=True, timeout=120)
@@ -287,6 +307,28 @@ def test_a_non_loopback_bind_needs_a_token(home, tmp_path, token_file):
     assert lax.returncode == 2 and "chmod 600" in lax.stderr
     bad = _magray(home, "mcp", "--http", "127.0.0.1:http")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+
+
+def test_http_bind_failures_and_bad_inputs_are_one_line(home, tmp_path, token_file):
+    def one_line(result, code: int, words: str) -> None:
+        assert result.returncode == code, result.stderr
+        assert result.stderr.startswith("error: ") and words in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        one_line(_magray(home, "mcp", "--http", f"127.0.0.1:{port}"), 1, "cannot listen on")
+    token = str(token_file[0])
+    one_line(_magray(home, "mcp", "--http", "no-such-host.invalid:8765", "--token-file", token),
+             1, "cannot listen on no-such-host.invalid:8765")
+    one_line(_magray(home, "mcp", "--http", "127.0.0.1:\u00b2"), 2, "HOST:PORT")
+    latin = tmp_path / "latin-token"
+    latin.write_bytes(b"t0ken-\xff" + b"ab" * 16)
+    latin.chmod(0o600)
+    one_line(_magray(home, "mcp", "--http", "127.0.0.1:8765", "--token-file", str(latin)), 2,
+             "not UTF-8")
 
 
 # -- many sessions at once --------------------------------------------------------------

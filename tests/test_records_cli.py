@@ -114,3 +114,24 @@ def test_forget_cli_with_ids_from_stdin(cli, fake_model):
 
 def test_record_type_keys_are_the_documented_ones():
     assert list(Record.__dataclass_fields__) == RECORD_KEYS
+
+
+@pytest.mark.parametrize("args", [
+    ("forget", "²"), ("forget", "9" * 23), ("forget", "0"), ("trash", "restore", "٣"),
+    ("duplicates", "--merge", "9" * 23 + ",1"), ("list", "--limit", "9" * 20),
+    ("list", "--limit", "٣"), ("show", "9" * 20), ("trash", "empty", "9" * 20)])
+def test_ids_and_numbers_are_ascii_digits_within_64_bits(cli, fake_model, args):
+    cli("store", "one", "two", "three")
+    assert cli("forget", "3").code == 0
+    result = cli(*args)
+    assert result.code == 2 and result.out == "" and "Traceback" not in result.err
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1
+    assert len(json.loads(cli("list", "--json").out)) == 2  # nothing changed
+    assert len(json.loads(cli("trash", "list", "--json").out)) == 1
+
+
+def test_forget_dry_run_lists_whole_texts_as_reversible_fields(cli, fake_model):
+    text = "a long\tnote " + "word " * 60 + "end"
+    cli("store", text)
+    line = cli("forget", "1", "--dry-run").out.rstrip("\n")
+    assert line == "1\tinteract\t" + text.replace("\t", "\\t")

@@ -216,8 +216,39 @@ def test_safety_copy_holds_the_replaced_data_until_the_next_restore(mem, home):
     assert mem.safety_copies() == [first]
     undo = mem.restore(first, replace=True)  # the safety copy is itself an archive
     assert dump(_db(home)) == replaced
-    assert mem.safety_copies() == [undo.safety_copy] and not first.exists()
-    assert mem.discard_safety_copies() == [undo.safety_copy] and mem.safety_copies() == []
+    assert mem.safety_copies() == [first, undo.safety_copy]  # a restore deletes none
+    assert mem.discard_safety_copies() == [first, undo.safety_copy]
+    assert mem.safety_copies() == []
+
+
+def test_a_second_restore_keeps_the_first_safety_copy(mem, home, tmp_path):
+    fill(mem)
+    one = mem.backup(tmp_path / "one.tar.zst").archive.path
+    mem.store_texts(["another archive's note"])
+    two = mem.backup(tmp_path / "two.tar.zst").archive.path
+    mem.store_texts(["only before the first restore"])
+    first = mem.restore(one, replace=True).safety_copy
+    second = mem.restore(two, replace=True).safety_copy
+    assert first.exists() and mem.safety_copies() == [first, second]
+    assert verify(first).counts["interact"] == 22  # the data from before both restores
+
+
+def test_records_all_in_the_trash_are_data_a_restore_asks_for_and_keeps(mem, home, cli):
+    fill(mem, n=2)
+    archive = mem.backup().archive.path
+    mem.forget([r.id for r in mem.list_records(limit=None)])  # everything in the trash
+    assert mem.list_records(limit=None) == [] and len(mem.trash()) == 4
+    before = dump(_db(home))
+    mem.close()
+    refused = cli("restore", str(archive))  # not a terminal: nothing asked, nothing done
+    assert refused.code == 2 and "4 in the trash" in refused.err and "--yes" in refused.err
+    assert dump(_db(home)) == before
+    done = cli("restore", "--yes", str(archive))
+    assert done.code == 0 and "previous data (0 records and 4 in the trash) kept" in done.out
+    with Memory.open(home, embedder=fake()) as memory:
+        assert memory.trash() == []
+        memory.restore(memory.safety_copies()[0], replace=True)
+        assert len(memory.trash()) == 4
 
 
 def test_restore_keeps_or_restores_the_config(home, tmp_path, cli):

@@ -122,6 +122,16 @@ def test_store_jsonl_refuses_a_lone_surrogate(cli, fake_model):
     assert fake_model.calls == 0
 
 
+@pytest.mark.parametrize("fields", [{"project": "a\ud800"}, {"tags": ["ok", "b\udfff"]},
+                                    {"session": "\udc80"}, {"kind": "k\ud800"}])
+def test_library_metadata_with_a_lone_surrogate_is_refused(fake_memory, fields):
+    from magray.errors import InputError
+
+    with pytest.raises(InputError, match="not valid Unicode"):
+        fake_memory.store_texts(["a fine text"], **fields)
+    assert fake_memory.list_records(limit=None) == []
+
+
 def test_arguments_that_are_not_utf8_are_refused(home):
     process = subprocess.run([sys.executable, "-m", "magray", "store", "--tag", b"caf\xe9",
                               "a note"], capture_output=True, env=env(home), timeout=120)

@@ -152,10 +152,14 @@ def test_forget_expiry_and_eviction_go_to_the_trash_and_come_back_whole(home, re
                 for mode in ("vector", "keyword", "hybrid"))
         in_step(m)
 
+        asked = clock.now_iso()
         restored = m.restore_from_trash(sorted(trashed))
         assert sorted(r.id for r in restored) == sorted(trashed) and m.trash() == []
-        for i in ids:
-            assert snapshot(m, i) == before[i]  # same id, text, metadata, layer, vector
+        for i in ids:  # same id, text, metadata, layer, vector; a restore is a use
+            last = 9  # last_access
+            row = snapshot(m, i)
+            assert row[:last] + row[last + 1:] == before[i][:last] + before[i][last + 1:]
+            assert row[last] >= asked if i in trashed else row[last] == before[i][last]
             findable(m, i, m.get(i).text)
         in_step(m)
 
@@ -176,14 +180,19 @@ def test_trash_cli_list_restore_empty_and_forget_safety(cli, fake_model):
     again = cli("trash", "restore", "1")  # not in the trash any more
     assert again.code == 1 and again.err.startswith("error: no record with id 1 in the trash")
     assert cli("trash", "empty", "--dry-run").out.startswith("2\t")
-    assert cli("trash", "empty").code == 0
+    assert cli("store", "epsilon note").code == 0 and cli("forget", "4").code == 0
+    declined = cli("trash", "empty", stdin=None, tty=True)  # a terminal, no answer
+    assert declined.code == 1 and "nothing was destroyed" in declined.err
+    assert len(json.loads(cli("trash", "list", "--json").out)) == 2
+    assert cli("trash", "empty", "4", stdin=None, tty=True).code == 0  # one: not asked
+    assert cli("trash", "empty", "--yes", stdin=None, tty=True).code == 0
     assert json.loads(cli("trash", "list", "--json").out) == []
     assert cli("forget", "3", "--purge").code == 0
     assert json.loads(cli("trash", "list", "--json").out) == []
-    assert cli("store", "delta note").out.split() == ["4"]  # trashed ids are never reissued
+    assert cli("store", "delta note").out.split() == ["5"]  # trashed ids are never reissued
 
 
-def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch):
+def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch, cli):
     ids = [s.id for s in fake_memory.store_texts(["old scratch", "new scratch"],
                                                  layer="assets")]
     fake_memory.forget([ids[0]])
@@ -191,6 +200,8 @@ def test_clean_purges_only_trash_older_than_trash_days(fake_memory, monkeypatch)
     fake_memory.forget([ids[1]])
     monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=11)))
     assert fake_memory.clean(dry_run=True).purged == 1 and len(fake_memory.trash()) == 2
+    assert cli("clean", "--dry-run").out.splitlines()[:-1] == [
+        f"purge\t{ids[0]}\tassets\told scratch"]
     assert fake_memory.clean().purged == 1
     assert [t.record.id for t in fake_memory.trash()] == [ids[1]]
 
@@ -267,3 +278,80 @@ def test_a_promotion_that_meets_its_twin_trashes_the_moved_copy(fake_memory):
     assert [(t.record.id, t.reason, t.merged_into) for t in fake_memory.trash()] == [
         (low, "merged", high)]
     assert fake_memory.get(high).tags == ("a",)
+
+
+def _files_hold(home, needle: str) -> list[str]:
+    return [str(p) for p in home.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_purged_text_leaves_no_bytes_in_the_files(cli, home, fake_model):
+    word, other = "zorblatquux" + "7731", "quimbletorf" + "5512"  # as FTS5 keeps words
+    cli("store", f"pasted {word} by mistake", f"also {other} by mistake", "a kept note")
+    assert _files_hold(home, word) and _files_hold(home, other)
+    assert cli("forget", "1", "--purge").code == 0
+    assert _files_hold(home, word) == []
+    assert cli("forget", "2").code == 0 and cli("trash", "empty", "--yes").code == 0
+    assert _files_hold(home, other) == []
+    assert [r["text"] for r in json.loads(cli("list", "--json").out)] == ["a kept note"]
+
+
+def test_clean_never_purges_a_record_trashed_again_meanwhile(fake_memory, home, monkeypatch):
+    from conftest import FakeEmbedder
+
+    m = fake_memory
+    rid = m.store_texts(["scratch to keep"], layer="assets")[0].id
+    m.forget([rid])
+    monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=31)))
+    read, raced = m.db.trashed, []
+
+    def racing(ids=None):
+        found = read(ids)
+        if not m.db.conn.in_transaction:  # another process can act before the purge
+            with Memory.open(home, embedder=FakeEmbedder()) as other:
+                other.restore_from_trash([rid])
+                other.forget([rid])  # trashed now: kept trash_days from today
+            raced.append(rid)
+        return found
+
+    monkeypatch.setattr(m.db, "trashed", racing)
+    m.clean()
+    monkeypatch.setattr(m.db, "trashed", read)
+    # Trashed again in between: kept. Nobody could act in between: purged, being old.
+    assert [t.record.id for t in m.trash()] == raced
+
+
+def test_clean_never_purges_merged_texts_only_trash_empty_does(fake_memory, monkeypatch):
+    ids = [s.id for s in fake_memory.store_texts(["deploy notes v1", "deploy notes v2",
+                                                  "scratch"], layer="assets")]
+    fake_memory.merge_duplicates(ids[:2])
+    fake_memory.forget([ids[2]])
+    monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=400)))
+    assert fake_memory.clean().purged == 1
+    assert [(t.record.id, t.reason) for t in fake_memory.trash()] == [(ids[1], "merged")]
+    assert [t.record.id for t in fake_memory.empty_trash()] == [ids[1]]
+
+
+def test_a_restored_expired_record_is_not_expired_again_by_the_next_clean(fake_memory,
+                                                                          monkeypatch):
+    rid = fake_memory.store_texts(["short-lived context"], layer="interact")[0].id
+    monkeypatch.setenv("MAGRAY_NOW", clock.iso(clock.now() + timedelta(days=3)))
+    fake_memory.clean(promote=False)
+    assert [(t.record.id, t.reason) for t in fake_memory.trash()] == [(rid, "expired")]
+    fake_memory.restore_from_trash([rid])  # the person asked for it back: a use
+    fake_memory.clean(promote=False)
+    assert fake_memory.trash() == [] and fake_memory.get(rid).last_access == clock.now_iso()
+
+
+def test_ctrl_c_at_the_question_exits_130_and_forgets_nothing(cli, fake_model, monkeypatch):
+    import typer
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise typer.Abort() from None  # what click's prompt does with ^C
+
+    cli("store", "one note", "two note")
+    monkeypatch.setattr(typer, "confirm", interrupted)
+    assert cli("forget", "1", "2", stdin=None, tty=True).code == 130
+    assert len(json.loads(cli("list", "--json").out)) == 2

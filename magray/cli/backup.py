@@ -152,7 +152,7 @@ def restore(
 ) -> None:
     """Replace the memory with an archive's. The whole archive is verified first (exit 3 and
     nothing changed when it is damaged); the current data is kept as a safety archive, named
-    in the output, until the next restore. Other magray processes must close the memory
+    in the output, until you delete it. Other magray processes must close the memory
     first: restore waits for them up to busy_timeout."""
     confirm = _ask if output.is_tty(sys.stdin) else None
     with open_memory(ctx) as memory, _progress("verifying") as progress:
@@ -172,8 +172,8 @@ def _ask(plan: RestoreResult) -> bool:
     output.stderr().print(output.visible(f"{info.path} verified: {_counts(info)}, made "
                                          f"{info.created_at}"), markup=False)
     try:
-        return typer.confirm(f"Replace the {sum(plan.replaced.values())} records here with "
-                             "the archive's?", err=True)
+        return typer.confirm(f"Replace the {sum(plan.replaced.values())} records here"
+                             f"{_and_trash(plan)} with the archive's?", err=True)
     except typer.Abort:  # end of input or ^C at the prompt
         return False
 
@@ -184,14 +184,20 @@ def _restore_lines(result: RestoreResult) -> list[str]:
     lines = [f"{verb} {_counts(info)} from {info.path} (made {info.created_at})"]
     replaced = sum(result.replaced.values())
     if result.dry_run:
-        lines.append(f"would replace {replaced} records; the current data would be kept as "
-                     "a safety archive" if replaced else "there are no records to replace")
+        lines.append(f"would replace {replaced} records{_and_trash(result)}; the current data "
+                     "would be kept as a safety archive" if replaced or result.trashed
+                     else "there are no records to replace")
     elif result.safety_copy:
-        lines.append(f"previous data ({replaced} records) kept in {result.safety_copy}")
+        lines.append(f"previous data ({replaced} records{_and_trash(result)}) kept in "
+                     f"{result.safety_copy}")
     lines.append({"restored": "config: restored from the archive",
                   "kept": "config: the current config kept (--config restores the archive's)",
                   "none": "config: none in the archive"}[result.config])
     return lines
+
+
+def _and_trash(plan: RestoreResult) -> str:
+    return f" and {plan.trashed} in the trash" if plan.trashed else ""
 
 
 def _summary(info: BackupInfo) -> dict:

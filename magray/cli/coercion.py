@@ -9,6 +9,7 @@ parameter, and any typer without this hook, keeps typer's own coercion.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, get_args, get_origin
@@ -63,7 +64,9 @@ def _converter(param: Any) -> Callable[[str], Any] | None:
     annotation = descriptor.annotation
     if get_origin(annotation) in (list, List):
         (annotation,) = get_args(annotation) or (None,)
-    if annotation in (str, int, float):
+    if annotation is int:
+        return _integer
+    if annotation in (str, float):
         return annotation
     if annotation is bool:
         return _boolean
@@ -71,6 +74,20 @@ def _converter(param: Any) -> Callable[[str], Any] | None:
                                   for key, value in _PATH_DEFAULTS.items()):
         return Path
     return None
+
+
+INT64 = 2**63 - 1  # what SQLite stores; a larger number could only fail later, as a traceback
+
+
+def _integer(value: Any) -> int:
+    """ASCII digits only (``int()`` reads ``٣`` as 3) and within SQLite's 64 bits."""
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or re.fullmatch(r"[+-]?[0-9]+", text) is None:
+        raise ValueError(value)
+    number = int(text)
+    if not -INT64 <= number <= INT64:
+        raise OverflowError(value)
+    return number
 
 
 def _boolean(value: Any) -> bool:
@@ -90,13 +107,17 @@ if RuntimeParam is not None:
             return self._one(value, param, ctx)
 
         def _one(self, value: Any, param: Any, ctx: Any) -> Any:
-            if isinstance(self.convert, type) and isinstance(value, self.convert):
+            if isinstance(self.convert, type) and isinstance(value, self.convert) \
+                    or self.convert is _integer and type(value) is int:
                 return value
             if self.convert is _boolean and isinstance(value, bool):
                 return value
             try:
                 return self.convert(value)
+            except OverflowError:
+                raise BadParameter(f"Input should be at most {INT64}", ctx=ctx,
+                                   param=param) from None
             except (TypeError, ValueError):
-                kind = bool if self.convert is _boolean else self.convert
+                kind = {_boolean: bool, _integer: int}.get(self.convert, self.convert)
                 raise BadParameter(_MESSAGES.get(kind, "Input is not valid"),
                                    ctx=ctx, param=param) from None

@@ -110,8 +110,10 @@ def clean(
 def _planned(report: "CleanReport") -> list[str]:
     lines = [f"promote\t{d.id}\t{d.layer} -> {d.target}\t{output.field(d.text)}"
              for d in (report.promotion.moved if report.promotion else ())]
-    return lines + [f"{'expire' if r.reason == 'expired' else 'evict'}\t{r.id}\t{r.layer}\t"
-                    f"{output.field(r.text)}" for r in report.removed]
+    lines += [f"{'expire' if r.reason == 'expired' else 'evict'}\t{r.id}\t{r.layer}\t"
+              f"{output.field(r.text)}" for r in report.removed]
+    return lines + [f"purge\t{t.record.id}\t{t.record.layer}\t{output.field(t.record.text)}"
+                    for t in report.purged_records]
 
 
 def _clean_summary(report: "CleanReport") -> str:

@@ -10,6 +10,7 @@ import typer
 from ..errors import InputError, NotFoundError
 from ..records import Record
 from . import filters, output
+from .coercion import INT64
 from .app import app, open_memory
 
 
@@ -84,23 +85,25 @@ def forget(
     wanted = _ids(ids)
     with open_memory(ctx) as memory:
         chosen = memory.forget(wanted, dry_run=True)
-        if not dry_run and len(chosen) > 1 and not yes and not _agreed(chosen, purge):
+        where = "destroy them for good" if purge else "move them to the trash"
+        if not dry_run and len(chosen) > 1 and not yes and not _agreed(
+                chosen, f"Forget these {len(chosen)} records ({where})?"):
             output.error("not confirmed; nothing was forgotten")
             raise typer.Exit(1)
         forgotten = chosen if dry_run else memory.forget(wanted, purge=purge)
     if json_out:
         output.emit_json([{"id": r.id, "layer": r.layer} for r in forgotten])
     elif dry_run:
-        output.emit_lines(f"{r.id}\t{r.layer}\t{output.one_line(r.text, 200)}"
-                          for r in forgotten)
+        output.emit_lines(f"{r.id}\t{r.layer}\t{output.field(r.text)}" for r in forgotten)
     else:
         output.emit_lines(str(r.id) for r in forgotten)
     verb = "would forget" if dry_run else "destroyed" if purge else "moved to the trash"
     output.say(f"{verb} {len(forgotten)} record(s)")
 
 
-def _agreed(records: list[Record], purge: bool) -> bool:
-    """Ask the person at a terminal; scripts (stdin not a terminal) never wait."""
+def _agreed(records: list[Record], question: str) -> bool:
+    """Ask the person at a terminal; scripts (stdin not a terminal) never wait. ^C at the
+    question interrupts (exit 130); end of input declines."""
     if not output.is_tty(sys.stdin):
         return True
     for r in records[:10]:
@@ -108,10 +111,11 @@ def _agreed(records: list[Record], purge: bool) -> bool:
                               markup=False)
     if len(records) > 10:
         output.stderr().print(f"  ... and {len(records) - 10} more", markup=False)
-    where = "destroy them for good" if purge else "move them to the trash"
     try:
-        return typer.confirm(f"Forget these {len(records)} records ({where})?", err=True)
-    except typer.Abort:  # end of input or ^C at the prompt
+        return typer.confirm(question, err=True)
+    except typer.Abort as exc:  # end of input, or ^C (click keeps it as the context)
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         return False
 
 
@@ -122,14 +126,17 @@ def _ids(values: list[str]) -> list[int]:
             words += sys.stdin.read().split()
         else:
             words.append(value)
-    ids = []
-    for word in words:
-        if not word.isdigit() or int(word) < 1:
-            raise InputError(f"{word!r} is not a record id")
-        ids.append(int(word))
+    ids = [record_id(word) for word in words]
     if not ids:
         raise InputError("no record ids given")
     return ids
+
+
+def record_id(word: str) -> int:
+    """A record id: ASCII digits (``int()`` would read ``٣`` as 3), 1 to SQLite's 2**63-1."""
+    if not (word.isascii() and word.isdigit()) or not 1 <= int(word) <= INT64:
+        raise InputError(f"{output.visible(repr(word))} is not a record id")
+    return int(word)
 
 
 def _details(record: Record) -> None:

@@ -10,7 +10,7 @@ import typer
 from ..records import Trashed
 from . import filters, output
 from .app import app, open_memory
-from .records import _ids
+from .records import _agreed, _ids
 
 if TYPE_CHECKING:
     from ..dedupe import Cluster
@@ -47,7 +47,8 @@ def list_trash(
 @trash_app.command("restore")
 def restore(ctx: typer.Context, ids: Ids, json_out: output.JsonFlag = False) -> None:
     """Put trashed records back whole: the same id, text, metadata and layer, findable
-    again by meaning and by words. All or nothing. Prints the ids restored."""
+    again by meaning and by words. All or nothing. Counts as a use (last access now), so
+    the next clean does not expire it again. Prints the ids restored."""
     wanted = _ids(ids)
     with open_memory(ctx) as memory:
         restored = memory.restore_from_trash(wanted)
@@ -66,11 +67,21 @@ def empty(
         show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be destroyed; "
                                                             "change nothing.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask, even on a terminal, before destroying several "
+                            "records.")] = False,
     json_out: output.JsonFlag = False,
 ) -> None:
-    """Destroy what is in the trash, for good (clean does it after trash_days)."""
+    """Destroy what is in the trash, for good (clean does it after trash_days). On a
+    terminal, asks before destroying more than one record, as forget does."""
     wanted = _ids(ids) if ids else None
     with open_memory(ctx) as memory:
+        if not dry_run and not yes:
+            doomed = [t.record for t in memory.empty_trash(ids=wanted, dry_run=True)]
+            if len(doomed) > 1 and not _agreed(
+                    doomed, f"Destroy these {len(doomed)} trashed records for good?"):
+                output.error("not confirmed; nothing was destroyed")
+                raise typer.Exit(1)
         gone = memory.empty_trash(ids=wanted, dry_run=dry_run)
     if json_out:
         output.emit_json([t.to_dict() for t in gone])
@@ -113,7 +124,8 @@ def duplicates(
     json_out: output.JsonFlag = False,
 ) -> None:
     """List clusters of near-duplicate records with their similarity, closest first; or,
-    with --merge, merge one cluster on purpose (every text stays restorable)."""
+    with --merge, merge one cluster on purpose (every text stays restorable: clean never
+    purges merged texts from the trash; only `magray trash empty` does)."""
     if merge:
         wanted = _ids([word for value in merge for word in value.replace(",", " ").split()])
         with open_memory(ctx) as memory:
