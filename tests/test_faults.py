@@ -66,9 +66,6 @@ KNOWN = {
     ("disk", "store"): SQLITE + "a full disk mid-store is told as a damaged database, exit 3 "
                        "(or, where the index save fills it, usearch's RuntimeError escapes)",
     ("disk", "import"): SQLITE + "a full disk mid-import is told as a damaged database, exit 3",
-    ("disk", "optimize"): "a full disk while an index is saved escapes as usearch's "
-                          "RuntimeError 'Failed to serialize into stream', with a traceback "
-                          "(and a full disk in VACUUM is told as a damaged database, exit 3)",
     ("read-only", "forget"): SQLITE + "a read-only home gives a sqlite3 traceback",
     ("read-only", "promote"): SQLITE + "a read-only home gives a sqlite3 traceback",
     ("read-only", "optimize --reembed"): SQLITE + "a read-only home gives a sqlite3 traceback",
