@@ -111,9 +111,6 @@ def test_reading_a_read_only_home_works(argv, templates):
     assert failures == []
 
 
-@pytest.mark.xfail(reason="a killed restore leaves its staging directory data/.restore-PID-* "
-                          "(a full copy of the archive's database) until the next restore: "
-                          "search, clean and optimize do not remove it", strict=False)
 def test_a_killed_restore_leaves_nothing_behind_after_the_next_command(templates, tmp_path):
     op = OPERATIONS["restore"]
     counted = tmp_path / "events"
