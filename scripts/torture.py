@@ -115,9 +115,11 @@ def check(home: Path, acknowledged: set[int]) -> list[str]:
 
 def with_models(home: Path, models: Path) -> Path:
     """``home`` with the prepared model copies (the ONNX export), so that a kill lands in
-    the store itself, not in the one-time export that a fresh home would start with."""
+    the store itself, not in the one-time export that a fresh home would start with. (Where
+    the copy is shared in the user cache directory instead, the home needs none of its own.)"""
     (home / "data").mkdir(mode=0o700)
-    shutil.copytree(models, home / "data" / "models")
+    if models.is_dir():
+        shutil.copytree(models, home / "data" / "models")
     return home
 
 
