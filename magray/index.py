@@ -13,6 +13,7 @@ sidecar first, so it can only ever think the index is older than it is, never ne
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from . import files
 from .errors import IntegrityError
 from .locks import locked
+from .reader import disk_full, nearly_full
 
 if TYPE_CHECKING:
     import numpy as np
@@ -325,6 +327,16 @@ class LayerIndex:
                                expansion_search=self.ef_search)
 
     def _save(self, index: "Index", seq: int, count: int) -> None:
+        try:
+            self._write(index, seq, count)
+        except (RuntimeError, OSError) as exc:
+            # usearch tells a full disk only as "Failed to serialize into stream": the free
+            # space says what it was. The temporary file is gone; the old index stays.
+            if getattr(exc, "errno", None) != errno.ENOSPC and not nearly_full(self.path):
+                raise
+            raise disk_full(self.path) from exc
+
+    def _write(self, index: "Index", seq: int, count: int) -> None:
         with files.replacing(self.path) as tmp:
             index.save(str(tmp))
             # Everything the sidecar says is read off the temporary file, so the window

@@ -10,6 +10,7 @@ and the next sync (every search does one) repairs it. Nothing here loads the mod
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 from dataclasses import dataclass, replace
@@ -293,6 +294,8 @@ def _unsyncable_layers(memory: "Memory") -> dict[str, str]:
         try:
             index.sync()
         except (MagrayError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise  # a home that cannot be written: one error for the whole command
             problems[layer] = (f"the {layer} index could not be brought in step with the "
                                f"database ({exc}); nothing was removed from {layer}")
     return problems

@@ -194,9 +194,8 @@ def _translate(exc: sqlite3.DatabaseError, path: Path) -> MagrayError:
                                                              or "busy" in text)):
         return BusyError(f"the database {path} stayed locked by another magray process; "
                          "try again, or raise busy_timeout")
-    if code == SQLITE_FULL or (code == SQLITE_IOERR and _nearly_full(path)):
-        return MagrayError(f"the disk holding {path} is full; nothing more was written "
-                           "(what was stored before is safe): free some space and try again")
+    if code == SQLITE_FULL or (code == SQLITE_IOERR and nearly_full(path)):
+        return disk_full(path)
     if code == SQLITE_READONLY:
         return MagrayError(f"the database {path} is read-only here ({text}); nothing was "
                            "written: make it writable (or its directory) and try again")
@@ -213,7 +212,13 @@ def _translate(exc: sqlite3.DatabaseError, path: Path) -> MagrayError:
     return MagrayError(f"the database {path} failed: {text}" + (f" ({name})" if name else ""))
 
 
-def _nearly_full(path: Path) -> bool:
+def disk_full(path: Path) -> MagrayError:
+    """The one line that says the disk holding ``path`` filled (the database, an index)."""
+    return MagrayError(f"the disk holding {path} is full; nothing more was written "
+                       "(what was stored before is safe): free some space and try again")
+
+
+def nearly_full(path: Path) -> bool:
     """Whether the file system holding ``path`` has (almost) no space left: SQLite reports
     some writes that hit a full disk as I/O errors (growing the WAL index: IOERR_SHMSIZE)."""
     try:

@@ -15,14 +15,15 @@ once, every exit code is 0, no "database is locked" reached a user, and each ind
 with the database.
 
 Phase 3 does to every other write path what phase 1 does to `store -`: each entry of
-OPERATIONS (import, forget, promote, clean, optimize, optimize --reembed, backup, restore)
-runs once to completion on a copy of a prepared home (the reference: what the records look
-like after it), then --op-kills times on fresh copies, killed with SIGKILL at a random
-moment of its own work. After each kill: integrity_check is ok; every record is where it
-was before or where the reference put it, exactly once, and all of a command's change or
-none of it where the command is all-or-nothing; the ids it printed are kept (or gone, for
-forget); the next command a person would run succeeds; `magray status --json` then reports
-every index in agreement with the database; no temporary file is left.
+OPERATIONS (import, forget, promote, clean, optimize, optimize --reembed, backup, restore,
+trash restore, trash empty, forget --purge) runs once to completion on a copy of a
+prepared home (the reference: what the records look like after it), then --op-kills times
+on fresh copies, killed with SIGKILL at a random moment of its own work. After each kill:
+integrity_check is ok; every record is where it was before or where the reference put it,
+exactly once, and all of a command's change or none of it where the command is
+all-or-nothing; the ids it printed are kept (or gone, for forget); the next command a
+person would run succeeds; `magray status --json` then reports every index in agreement
+with the database; no temporary file is left.
 
 Phase 4 fills the disk: the home on a small tmpfs (root only; skipped where mounting is
 not permitted) while `store`, `import`, `backup`, `restore` and `optimize` run. The command
@@ -114,9 +115,11 @@ def check(home: Path, acknowledged: set[int]) -> list[str]:
 
 def with_models(home: Path, models: Path) -> Path:
     """``home`` with the prepared model copies (the ONNX export), so that a kill lands in
-    the store itself, not in the one-time export that a fresh home would start with."""
+    the store itself, not in the one-time export that a fresh home would start with. (Where
+    the copy is shared in the user cache directory instead, the home needs none of its own.)"""
     (home / "data").mkdir(mode=0o700)
-    shutil.copytree(models, home / "data" / "models")
+    if models.is_dir():
+        shutil.copytree(models, home / "data" / "models")
     return home
 
 
@@ -438,6 +441,13 @@ def prepare_forget(magray: Magray, work: Path, size: int) -> None:
     (work / "forget.txt").write_text(" ".join(str(i) for i, _, _ in rows(work / "home")[::3]))
 
 
+def prepare_trash(magray: Magray, work: Path, size: int) -> None:
+    """Every third record forgotten (to the trash), their ids beside the home."""
+    prepare_forget(magray, work, size)
+    magray.ok(work / "home", "forget", "--yes", *(work / "forget.txt").read_text().split())
+    (work / "trash.txt").write_text((work / "forget.txt").read_text())
+
+
 def prepare_reembed(magray: Magray, work: Path, size: int) -> None:
     magray.ok(work / "home", "config", "set", "truncate_dim", "64")
 
@@ -490,8 +500,7 @@ def replaced_data_is_kept(magray: Magray, trial: Trial) -> list[str]:
 
 CLEAN_NOW = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()  # interact expires
 
-# One entry per write path. The trash commands (issue 12) are one entry each, e.g.
-#   Operation("trash empty", ("trash", "empty", "--yes"), prepare=<forget some>, atomic=True)
+# One entry per write path.
 OPERATIONS: tuple[Operation, ...] = (
     Operation("store", ("store", "-"), prepare_store, stdin="store.txt", printed="kept",
               disk=True),
@@ -509,6 +518,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("restore", ("restore", "{work}/other.tar.zst", "--yes"), prepare_restore,
               atomic=True, after=(("restore", "{work}/other.tar.zst", "--yes"), SEARCH),
               check=replaced_data_is_kept, disk=True),
+    Operation("trash restore", ("trash", "restore", "-"), prepare_trash, stdin="trash.txt",
+              atomic=True, printed="kept"),
+    Operation("trash empty", ("trash", "empty"), prepare_trash, atomic=True),
+    Operation("forget --purge", ("forget", "--purge", "-"), prepare_forget, stdin="forget.txt",
+              atomic=True, printed="gone"),
 )
 
 
