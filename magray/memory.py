@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import replace
@@ -80,14 +81,16 @@ class Memory:
         where = paths.resolve(home)
         settings = settings or config.load(where.config_file)
         where.ensure()
-        from .backup import remove_leftovers
-
         # A restore or backup killed mid-way leaves its staging directory (a full copy of a
         # database) in the data directory; only those whose process is dead are removed.
-        try:
-            remove_leftovers(where.data)
-        except OSError:  # a read-only home: they wait for a command that can write
-            pass
+        # Nothing there starts with a dot otherwise, so the usual open pays one listing.
+        if any(name.startswith(".") for name in os.listdir(where.data)):
+            from .backup import remove_leftovers
+
+            try:
+                remove_leftovers(where.data)
+            except OSError:  # a read-only home: they wait for a command that can write
+                pass
         store = Store.open(where.database, busy_timeout=settings.busy_timeout)
         return cls(where, settings, store, embedder, warn, note)
 

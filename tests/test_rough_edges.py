@@ -18,7 +18,7 @@ from magray import Memory, NewRecord
 from magray.cli import app, output
 from magray.records import model_key
 from shell_helpers import env, fake_model  # noqa: F401  (fixture)
-from test_terminal import _on_a_terminal
+from shell_helpers import on_a_terminal
 
 
 def test_status_exits_0_when_its_reader_goes_away(home):
@@ -109,7 +109,7 @@ def test_times_for_people_are_local_and_name_their_zone(cli, home, india):
         memory.store([NewRecord("made at nine, Indian time",
                                 created_at="2026-01-31T03:30:00.000000+00:00")])
         memory.backup()
-    shown = _on_a_terminal(home, "list")
+    shown = on_a_terminal(home, "list", columns=200)[1].decode("utf-8", "replace")
     assert "created (IST)" in shown and "2026-01-31 09:00" in shown
     # --since reads the same local time that the table shows
     assert cli("list", "--since", "2026-01-31T09:00").out.count("\n") == 1
@@ -140,7 +140,8 @@ def test_backup_list_names_each_problem_file_and_flags_a_damaged_archive(cli, ho
     assert warnings[1].startswith(f"warning: {damaged}: damaged, do not rely on it: ")
     listed = cli("backup", "list", "--json").out
     assert '"intact": false' in listed and '"intact": true' in listed
-    table = _on_a_terminal(home, "backup", "list")  # 80 columns and more: whole names
+    # 80 columns and more: whole names
+    table = on_a_terminal(home, "backup", "list", columns=200)[1].decode("utf-8", "replace")
     assert damaged.name in table and good.name in table and "DAMAGED" in table
 
 
@@ -148,7 +149,7 @@ def test_backup_list_table_fits_the_whole_name_in_80_columns(home):
     with Memory.open(home, embedder=FakeEmbedder()) as memory:
         memory.store_texts(["a note to keep"])
         archive = memory.backup().archive.path
-    table = _on_a_terminal(home, "backup", "list", columns=80)
+    table = on_a_terminal(home, "backup", "list", columns=80)[1].decode("utf-8", "replace")
     lines = [line for line in table.splitlines() if archive.name in line]
     assert len(lines) == 1 and len(lines[0].rstrip()) <= 80, table
 
