@@ -329,16 +329,22 @@ class LayerIndex:
     def _save(self, index: "Index", seq: int, count: int) -> None:
         try:
             self._write(index, seq, count)
-        except (RuntimeError, OSError) as exc:
-            # usearch tells a full disk only as "Failed to serialize into stream": the free
-            # space says what it was. The temporary file is gone; the old index stays.
-            if getattr(exc, "errno", None) != errno.ENOSPC and not nearly_full(self.path):
+        except OSError as exc:  # fsync, the sidecar
+            if exc.errno != errno.ENOSPC:
                 raise
             raise disk_full(self.path) from exc
 
     def _write(self, index: "Index", seq: int, count: int) -> None:
         with files.replacing(self.path) as tmp:
-            index.save(str(tmp))
+            try:
+                index.save(str(tmp))
+            except RuntimeError as exc:
+                # usearch tells a full disk only as "Failed to serialize into stream": the free
+                # space says what it was, asked while the temporary file still fills the disk
+                # (it is removed on the way out; the old index stays).
+                if not nearly_full(tmp):
+                    raise
+                raise disk_full(self.path) from exc
             # Everything the sidecar says is read off the temporary file, so the window
             # between the two renames stays as short as it can be.
             info = tmp.stat()
