@@ -59,6 +59,13 @@ def check_layer(layer: Any, where: str = "layer") -> str:
     return layer
 
 
+def check_name(value: str | None, where: str) -> str | None:
+    """A tag, project, session or kind: trimmed; given but blank is an error."""
+    if value is not None and not value.strip():
+        raise InputError(f"{where}: must not be empty")
+    return None if value is None else value.strip()
+
+
 def check_importance(value: Any, where: str = "importance") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise InputError(f"{where}: importance must be a number from 0 to 1, got {value!r}")

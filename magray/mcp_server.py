@@ -191,9 +191,10 @@ def build(backend: Backend) -> Any:
         The same text stored again in the same layer is not duplicated (`duplicate: true`).
         Returns the record id and layer, and any near-duplicate already stored."""
         fields: dict[str, Any] = {
-            "tags": tuple(sorted({_name(t, "tags") for t in tags or ()})),
-            "project": _name(project, "project"), "session": _name(session, "session"),
-            "kind": _name(kind, "kind"),
+            "tags": tuple(sorted({ingest.check_name(t, "tags") for t in tags or ()})),
+            "project": ingest.check_name(project, "project"),
+            "session": ingest.check_name(session, "session"),
+            "kind": ingest.check_name(kind, "kind"),
             "importance": ingest.check_importance(importance, "importance")}
         if layer is not None:  # else the library's default: the setting default_layer
             fields["layer"] = ingest.check_layer(layer, "layer")
@@ -348,12 +349,6 @@ async def _model(backend: Backend, *, needed: bool) -> bool:
 
 def _health(backend: Backend) -> dict[str, Any]:
     return health.check(backend.home, settings=backend.settings).to_dict()
-
-
-def _name(value: str | None, what: str) -> str | None:
-    if value is not None and not value.strip():
-        raise InputError(f"{what}: must not be empty")
-    return None if value is None else value.strip()
 
 
 def _filters(tags, project, session, kind, since, until) -> Filters:

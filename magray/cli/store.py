@@ -43,8 +43,10 @@ def store(
 
     if layer is not None:
         ingest.check_layer(layer, "--layer")
-    fields = dict(tags=tuple(sorted({_tag(t) for t in tag})), project=_name(project, "--project"),
-                  session=_name(session, "--session"), kind=_name(kind, "--kind"),
+    fields = dict(tags=tuple(sorted({_tag(t) for t in tag})),
+                  project=ingest.check_name(project, "--project"),
+                  session=ingest.check_name(session, "--session"),
+                  kind=ingest.check_name(kind, "--kind"),
                   importance=ingest.check_importance(importance, "--importance"))
     with open_memory(ctx) as memory:
         template = NewRecord(text="", layer=layer or memory.settings.default_layer, **fields)
@@ -88,9 +90,3 @@ def _tag(value: str) -> str:
     if not value.strip():
         raise InputError("--tag: a tag must not be empty")
     return value.strip()
-
-
-def _name(value: str | None, option: str) -> str | None:
-    if value is not None and not value.strip():
-        raise InputError(f"{option}: must not be empty")
-    return None if value is None else value.strip()
