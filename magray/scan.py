@@ -20,7 +20,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from . import clock, secrets
+from . import clock, passages, secrets
 from .records import content_hash
 
 if TYPE_CHECKING:
@@ -143,6 +143,8 @@ def _apply(memory: "Memory", found: list[Found], rows: dict[tuple[str, int], Row
         vector = memory._vectors([text], "document")[0] if "text" in changes else None
         with memory.db.write() as wconn:
             merged += _redact(wconn, item.source, row, changes, text, vector)
+            if "text" in changes:
+                passages.recheck(memory.db, wconn, [item.id])
             cur = wconn.execute("DELETE FROM embed_cache WHERE text_hash = ?", (row[7],))
             removed += cur.rowcount
         if item.source == "records":  # the indexes hold no trashed record
@@ -179,6 +181,9 @@ def _redact(conn: sqlite3.Connection, table: str, row: Row, changes: dict, text:
 
         sets.update(text=text, content_hash=digest,
                     embedding=np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+        # A long text's passage vectors were made from the old text (a record's go through
+        # its trigger; a trashed one's here): `optimize` splits the new text again.
+        conn.execute("DELETE FROM passages WHERE record_id = ?", (record_id,))
     assignments = ", ".join(f"{k} = ?" for k in sets)
     conn.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*sets.values(), record_id))
     return 0

@@ -135,3 +135,29 @@ def test_library_store_is_guarded(fake_memory):
     stored = fake_memory.store_texts([f"token {SECRET}"])
     assert stored[0].redacted == ("github-token",)
     assert SECRET not in fake_memory.get(stored[0].id).text
+
+
+def test_scan_apply_of_a_long_trashed_text_leaves_no_passage_of_the_old_text(cli, home,
+                                                                            monkeypatch):
+    from long_notes import notes
+
+    note, query = notes()[0]
+    monkeypatch.setenv("MAGRAY_SECRETS", "allow")
+    assert cli("store", f"deploy with {SECRET}. {note}").code == 0
+    monkeypatch.delenv("MAGRAY_SECRETS")
+    db = paths.resolve(home).database
+
+    def passages() -> int:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM passages WHERE record_id = 1").fetchone()[0]
+
+    assert passages() > 1
+    assert cli("forget", "1").code == 0  # the trash keeps a record's passages
+    assert passages() > 1
+    assert cli("scan", "--apply").code == 0
+    assert passages() == 0  # their vectors were made from the text holding the credential
+    assert cli("trash", "restore", "1").code == 0
+    assert cli("optimize").code == 0  # splits the redacted text again
+    assert passages() > 1
+    hits = json.loads(cli("search", query, "--json", "-k", "3", "--mode", "vector").out)
+    assert 1 in [h["id"] for h in hits]
