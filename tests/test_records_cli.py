@@ -109,7 +109,9 @@ def test_forget_cli_with_ids_from_stdin(cli, fake_model):
     missing = cli("forget", "7")
     assert missing.code == 1 and "nothing was forgotten" in missing.err
     assert cli("forget", "x1").code == 2
-    assert cli("forget", "-", stdin=b"").code == 2
+    empty = cli("forget", "-", stdin=b"")  # a piped search that matched nothing
+    assert (empty.code, empty.out) == (0, "")
+    assert cli("forget").code == 2  # no ids at all is bad usage
 
 
 def test_record_type_keys_are_the_documented_ones():
@@ -135,3 +137,20 @@ def test_forget_dry_run_lists_whole_texts_as_reversible_fields(cli, fake_model):
     cli("store", text)
     line = cli("forget", "1", "--dry-run").out.rstrip("\n")
     assert line == "1\tinteract\t" + text.replace("\t", "\\t")
+
+
+def test_the_readme_forget_pipeline_removes_only_what_it_means(cli):
+    cli("store", "old wifi notes: the router password was on the sticker under the modem",
+        "rotate the AWS access keys every 90 days", "the dentist moved to Thursday")
+
+    def forget_best(query: str):
+        found = cli("search", query, "--top-k", "1", "--min-score", "0.5", "--mode", "vector",
+                    "--jsonl").out
+        ids = "".join(f"{json.loads(line)['id']}\n" for line in found.splitlines())
+        return cli("forget", "-", stdin=ids.encode())
+
+    gone = forget_best("old wifi notes")
+    assert gone.code == 0 and gone.out.split() == ["1"]
+    nothing = forget_best("how to bake sourdough bread")  # matches nothing: forgets nothing
+    assert nothing.code == 0 and nothing.out == ""
+    assert [r["id"] for r in json.loads(cli("list", "--json").out)] == [3, 2]

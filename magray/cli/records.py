@@ -82,7 +82,12 @@ def forget(
     trash restore` until clean purges the trash after trash_days. All or nothing: if an id
     does not exist, nothing is forgotten. On a terminal, asks before forgetting more than
     one record. Prints the ids forgotten, one per line."""
-    wanted = _ids(ids)
+    wanted = _ids(ids, empty_pipe=True)
+    if not wanted:  # `search ... | jq .id | magray forget -` that matched nothing
+        if json_out:
+            output.emit_json([])
+        output.say("nothing to forget: no ids on stdin")
+        return
     with open_memory(ctx) as memory:
         chosen = memory.forget(wanted, dry_run=True)
         where = "destroy them for good" if purge else "move them to the trash"
@@ -119,7 +124,9 @@ def _agreed(records: list[Record], question: str) -> bool:
         return False
 
 
-def _ids(values: list[str]) -> list[int]:
+def _ids(values: list[str], *, empty_pipe: bool = False) -> list[int]:
+    """Record ids from arguments and, for '-', stdin. None at all is bad usage, unless
+    ``empty_pipe``: then ids piped from a search that matched nothing give an empty list."""
     words: list[str] = []
     for value in values:
         if value == "-":
@@ -127,7 +134,7 @@ def _ids(values: list[str]) -> list[int]:
         else:
             words.append(value)
     ids = [record_id(word) for word in words]
-    if not ids:
+    if not ids and not (empty_pipe and "-" in values):
         raise InputError("no record ids given")
     return ids
 
