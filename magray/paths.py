@@ -63,12 +63,33 @@ def refuse_if_shared(path: Path) -> None:
     write to, as ssh refuses such an authorized_keys: whoever can write it can point magray
     at their own model or data. A missing one is fine (it will be created private)."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except OSError:
         return
-    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if others_can_write(info):
         raise MagrayError(f"{path} is writable by other users; refusing to use it "
                           f"(chmod go-w {path})")
+
+
+def others_can_write(info: os.stat_result) -> bool:
+    """World-writable, or writable by a group someone else may be in. A user private group
+    (the group named after its one user, where umask 002 is the default, as on Debian and
+    Ubuntu) holds only its user, so a file it may write is still the user's alone."""
+    if info.st_mode & stat.S_IWOTH:
+        return True
+    return bool(info.st_mode & stat.S_IWGRP) and not _private_group(info.st_gid)
+
+
+def _private_group(gid: int) -> bool:
+    import grp
+    import pwd
+
+    try:
+        group, user = grp.getgrgid(gid), pwd.getpwuid(os.getuid())
+    except KeyError:  # ids with no name: assume shared
+        return False
+    return (group.gr_name == user.pw_name and user.pw_gid == gid
+            and not set(group.gr_mem) - {user.pw_name})
 
 
 def cache_dir() -> Path:
@@ -91,7 +112,7 @@ def make_private_dir(directory: Path) -> None:
     info = directory.stat()
     if not stat.S_ISDIR(info.st_mode):
         raise MagrayError(f"{directory} is not a directory")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if others_can_write(info):
         raise MagrayError(
             f"{directory} is writable by other users; refusing to use it (chmod 700 {directory})"
         )

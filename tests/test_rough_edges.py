@@ -81,6 +81,29 @@ def test_a_home_or_config_file_others_can_write_is_refused(cli, home, shared):
                               f"it (chmod go-w {target})\n")
 
 
+def test_group_writable_is_refused_only_for_a_group_others_may_be_in(cli, home):
+    """umask 002 with a user private group (Debian, Ubuntu) makes a hand-written config.toml
+    0664: the group is the user alone, so it is accepted; a shared group's is refused."""
+    import grp
+    import pwd
+
+    user = pwd.getpwuid(os.getuid())
+    own = grp.getgrgid(user.pw_gid)
+    if own.gr_name != user.pw_name or set(own.gr_mem) - {user.pw_name}:
+        pytest.skip("this user has no private group")
+    home.mkdir()
+    config = home / "config.toml"
+    config.write_text("top_k = 3\n")
+    os.chmod(config, 0o664)
+    assert cli("config").code == 0
+    shared = next((g for g in grp.getgrall() if g.gr_gid != user.pw_gid), None)
+    if os.getuid() != 0 or shared is None:
+        return  # only root can give the file to another group
+    os.chown(config, -1, shared.gr_gid)
+    result = cli("config")
+    assert result.code == 1 and "is writable by other users" in result.err, result
+
+
 # -- sizes and times ----------------------------------------------------------------------
 
 def test_one_size_convention_in_every_command(cli, home):
