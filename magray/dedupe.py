@@ -344,9 +344,7 @@ def merge(memory: "Memory", ids: Sequence[int]) -> Merged:
         raise InputError("--merge needs at least two record ids (the first is kept)")
     with memory.db.write() as conn:
         found = memory.db.records(wanted)
-        if missing := [i for i in wanted if i not in found]:
-            raise NotFoundError(f"no record with id {', '.join(map(str, missing))}; "
-                                "nothing was merged")
+        NotFoundError.unless_all(wanted, found, "merged")
         group = [found[i] for i in wanted]
         if len({r.layer for r in group}) > 1:
             raise InputError("records of different layers cannot be merged; nothing was merged")

@@ -40,6 +40,14 @@ class IntegrityError(MagrayError):
 class NotFoundError(MagrayError):
     """A record, archive or file that was named does not exist (exit 1)."""
 
+    @classmethod
+    def unless_all(cls, wanted, found, outcome: str, where: str = "") -> None:
+        """Raise for the ids of ``wanted`` not in ``found``: an all-or-nothing change of
+        several records names every missing one and says ``nothing was <outcome>``."""
+        if missing := [i for i in wanted if i not in found]:
+            raise cls(f"no record with id {', '.join(map(str, missing))}{where}; "
+                      f"nothing was {outcome}")
+
 
 class StoreInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a store part-way; ``stored`` holds the records committed before it

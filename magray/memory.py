@@ -691,9 +691,7 @@ class Memory:
             raise InputError("no record ids given")
         with self.db.write() as conn:
             found = self.db.records(wanted)
-            if missing := [i for i in wanted if i not in found]:
-                raise NotFoundError(f"no record with id {', '.join(map(str, missing))}; "
-                                    "nothing was forgotten")
+            NotFoundError.unless_all(wanted, found, "forgotten")
             if dry_run:
                 return [found[i] for i in wanted]
             if purge:  # freed pages are zeroed, not left holding the text
@@ -734,9 +732,7 @@ class Memory:
         now = clock.now_iso()
         with self.db.write() as conn:
             found = {t.record.id: t.record for t in self.db.trashed(wanted)}
-            if missing := [i for i in wanted if i not in found]:
-                raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in "
-                                    "the trash; nothing was restored")
+            NotFoundError.unless_all(wanted, found, "restored", " in the trash")
             for record_id in wanted:
                 record = found[record_id]
                 twin = self.db.find(conn, record.layer, record.content_hash)
@@ -786,9 +782,9 @@ class Memory:
         doomed = [t for t in self.db.trashed(ids)
                   if (older_than is None or t.trashed_at < older_than)
                   and not (keep_merged and t.reason == "merged")]
-        if ids is not None and (missing := sorted(set(ids) - {t.record.id for t in doomed})):
-            raise NotFoundError(f"no record with id {', '.join(map(str, missing))} in the "
-                                "trash; nothing was destroyed")
+        if ids is not None:
+            NotFoundError.unless_all(sorted(set(ids)), {t.record.id for t in doomed},
+                                     "destroyed", " in the trash")
         return doomed
 
     # -- near-duplicates (magray/dedupe.py) -----------------------------------------------

@@ -615,9 +615,6 @@ class Store(Reader):
         return [Trashed(_record(row[:width]), *row[width:]) for row in
                 self.conn.execute(sql + " ORDER BY trashed_at DESC, id DESC", params)]
 
-    def trash_count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM trash").fetchone()[0]
-
     def untrash(self, conn: sqlite3.Connection, record_id: int, vector: bytes | None = None,
                 accessed: str | None = None) -> None:
         """Put a trashed record back in ``records`` under its own id, inside a write
@@ -636,16 +633,10 @@ class Store(Reader):
             "SELECT id, embedding, model FROM trash WHERE id IN "
             "(SELECT value FROM json_each(?))", (json.dumps([int(i) for i in ids]),))}
 
-    def purge_trash(self, conn: sqlite3.Connection, ids: Sequence[int] | None = None,
-                    before: str | None = None) -> int:
-        """Destroy trashed records for good: those of ``ids``, or trashed before ``before``,
-        or (neither given) all of them. Returns how many."""
-        if ids is not None:
-            return conn.execute("DELETE FROM trash WHERE id IN (SELECT value FROM json_each(?))",
-                                (json.dumps([int(i) for i in ids]),)).rowcount
-        if before is not None:
-            return conn.execute("DELETE FROM trash WHERE trashed_at < ?", (before,)).rowcount
-        return conn.execute("DELETE FROM trash").rowcount
+    def purge_trash(self, conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+        """Destroy these trashed records for good, inside a write transaction; how many."""
+        return conn.execute("DELETE FROM trash WHERE id IN (SELECT value FROM json_each(?))",
+                            (json.dumps([int(i) for i in ids]),)).rowcount
 
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:
