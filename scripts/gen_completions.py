@@ -4,7 +4,7 @@
     python scripts/gen_completions.py          # rewrite completions/
     python scripts/gen_completions.py --check  # exit 1 if any file is stale
 
-tests/test_shell.py runs the same comparison, so a stale file fails the suite.
+tests/cli/test_shell.py runs the same comparison, so a stale file fails the suite.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ the next command works and the same invariants hold. Phase 5 makes the home read
 command fails with one line or works, and changes nothing.
 
 It prints what it tried and what held, and a table per command: runs, invariant checks,
-failures. Uses throw-away homes; needs no network. The suite (tests/test_faults.py) runs
+failures. Uses throw-away homes; needs no network. The suite (tests/guarantees/test_faults.py) runs
 the same table with the fake embedder, a few kills per command.
 """
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from magray.embedding import Embedder
+from fakes import FakeEmbedder
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -35,34 +32,9 @@ def home(tmp_path, monkeypatch, magray_cache) -> Path:
     monkeypatch.setenv("MAGRAY_CACHE", str(magray_cache))
     # Most tests exercise the short-lived layer's lifecycle (TTL, promotion, eviction) with
     # texts stored without a layer; the shipped default (assets, kept until removed) is
-    # tested on its own, with this unset (tests/test_trash.py).
+    # tested on its own, with this unset (tests/guarantees/test_nothing_lost.py).
     monkeypatch.setenv("MAGRAY_DEFAULT_LAYER", "interact")
     return path
-
-
-class FakeEmbedder(Embedder):
-    """Deterministic bag-of-words vectors: for tests of logic that is not about meaning."""
-
-    def __init__(self, dim: int = 128, name: str = "fake-bow"):
-        self._dim = dim
-        self.name = name
-        self.calls = 0
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def embed_documents(self, texts):
-        self.calls += 1
-        out = np.zeros((len(texts), self._dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"\w+", text.lower()):
-                digest = hashlib.md5(word.encode()).digest()
-                out[row, digest[0] % self._dim] += 1.0 if digest[1] % 2 else -1.0
-            seed = int.from_bytes(hashlib.md5(text.encode()).digest()[:4], "little")
-            noise = np.random.default_rng(seed).standard_normal(self._dim)
-            out[row] += 0.3 * noise / np.linalg.norm(noise)  # no two texts tie
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 @pytest.fixture

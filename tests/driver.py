@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import FakeEmbedder  # noqa: E402
+from fakes import FakeEmbedder  # noqa: E402
 
 from magray import Memory  # noqa: E402
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import FakeEmbedder  # noqa: E402
+from fakes import FakeEmbedder  # noqa: E402
 
 import magray.memory  # noqa: E402
 from magray.embedding import model_key  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 

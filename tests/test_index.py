@@ -8,7 +8,7 @@ import pytest
 from magray import Memory
 from magray.index import LayerIndex
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from corpus import QUERIES, sentences
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FakeEmbedder
+from checks import in_step
+from fakes import FakeEmbedder
 from corpus import FILLER, NOTES
 from magray import LAYERS, Memory, NewRecord, clock, config, lifecycle, maintenance
 from magray.embedding import Embedder, SentenceTransformerEmbedder, default_model_roots
@@ -50,16 +51,6 @@ def snapshot(memory):
     files = {p.name: p.read_bytes() for p in sorted(memory.paths.indexes.iterdir())
              if not p.name.endswith(".lock")}
     return tables, files
-
-
-def in_step(memory):
-    """Every index agrees with the database without a repair (an empty layer may have none)."""
-    for layer in LAYERS:
-        index = memory.index(layer)
-        if index.state() is None and memory.db.count(layer) == 0:
-            continue
-        assert index.staleness() == "", layer
-        assert index.state().count == memory.db.count(layer), layer
 
 
 # -- promote ------------------------------------------------------------------------------

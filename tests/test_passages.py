@@ -113,7 +113,7 @@ def test_export_and_import_carry_long_records(memory, stored, real_embedder, tmp
 
 
 def test_reembed_covers_every_passage(home):
-    from conftest import FakeEmbedder
+    from fakes import FakeEmbedder
     from magray import Memory
 
     long_text = " ".join(f"word{n}" for n in range(800))

@@ -151,7 +151,7 @@ def test_embeddings_are_normalised_float32_blobs(memory):
 def sparse_graph_memory(home):
     """2,000 records under the sparsest HNSW settings magray accepts: the graph misses
     many true neighbours, so only an exact scan finds them."""
-    from conftest import FakeEmbedder
+    from fakes import FakeEmbedder
 
     from magray import Memory, config
 

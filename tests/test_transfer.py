@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Filters, InputError, Memory, NewRecord
 from magray.transfer import FIELDS, read, write_jsonl, write_markdown
 from shell_helpers import fake_model  # noqa: F401  (fixture)

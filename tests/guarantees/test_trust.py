@@ -19,9 +19,9 @@ from magray import Memory, config, ingest
 from magray.errors import ConfigError, InputError, MagrayError
 from magray.records import NewRecord
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_files_are_private_whatever_the_umask(cli, home):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory, NewRecord
 from magray.cli import app, output
 from magray.records import model_key

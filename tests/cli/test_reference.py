@@ -7,7 +7,7 @@ import typer.main
 
 from magray.cli import app
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _commands(group, prefix="magray"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory, NewRecord
 from magray.cli.completion import SHELLS, script
 from shell_helpers import ROOT, env, fake_model, magray, on_a_terminal  # noqa: F401

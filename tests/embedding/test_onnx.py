@@ -21,7 +21,7 @@ from magray import Memory
 from magray.embedding import ConfiguredEmbedder, default_model_roots, normalise
 from magray.onnx_embedder import OnnxEmbedder
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEXTS = ([n for n, _ in NOTES] + [q for _, q in NOTES] + [n for n, _ in IDENTIFIED]
          + FILLER[:40] + ["  padded with spaces  ", "Ünïcödé 漢字 🙂", "x",
                           "a long note that runs past the model's window: " + "words " * 400])

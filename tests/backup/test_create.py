@@ -17,13 +17,13 @@ import pytest
 
 from archives import (TRAILER, entry, manifest_of, read_members, reseal, seal, tar_bytes,
                       with_manifest)
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import IntegrityError, Memory, __version__
 from magray.backup import (LAYERS, Retention, layer_files, list_archives, prune, select_kept,
                            verify)
 from magray.errors import InputError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOW = "2025-03-04T05:06:07+00:00"
 
 
@@ -200,7 +200,7 @@ def test_interrupted_backup_leaves_nothing(fake_memory, home):
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory
 with Memory.open(embedder=FakeEmbedder()) as memory:
     memory.store_texts([f"note {i}" for i in range(40)])

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from archives import dump, entry, read_members, reseal, seal, tar_bytes, tree, with_manifest
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from corpus import FILLER, NOTES
 from magray import Filters, IntegrityError, Memory
 from magray.backup import LAYERS, read_info, verify
 from magray.errors import InputError, ModelMismatchError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A fake model under the default model's name: the CLI (configured with the default) then
 # accepts these archives without loading any model.
 DEFAULT_NAME = "all-MiniLM-L6-v2"
@@ -436,7 +436,7 @@ WRITER = """
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory
 stop, progress = Path(sys.argv[2]), Path(sys.argv[3])
 n = 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory, NewRecord, controls
 from shell_helpers import env, fake_model, magray, on_a_terminal  # noqa: F401
 

@@ -12,7 +12,7 @@ from magray import Memory
 from magray.errors import InputError
 from magray.locks import locked
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 
 
 @pytest.fixture

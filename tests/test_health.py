@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory, NewRecord, clock, health, store as store_module
 from magray.store import migrations
 
@@ -567,7 +567,7 @@ def test_python_m_magray_status_exit_codes(filled, home):
 def test_check_model_on_a_cuda_host_reports_cuda(home, real_embedder):
     """Queries run on ONNX Runtime (CPU) by design; the check reports the device documents
     are embedded on, and warns of no fallback when CUDA works (a fake GPU here)."""
-    from test_embedding import FakeRuntime
+    from fake_gpu import FakeRuntime
 
     from magray import config, health
     from magray.embedding import from_settings

@@ -10,7 +10,7 @@ import pytest
 
 from magray.locks import locked
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOW = "2030-06-01T12:00:00+00:00"
 
 

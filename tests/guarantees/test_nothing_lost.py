@@ -13,7 +13,7 @@ import pytest
 from magray import Memory, clock, config
 from magray.records import NewRecord
 from shell_helpers import fake_model  # noqa: F401  (fixture)
-from test_lifecycle import in_step
+from checks import in_step
 
 PAIRS = [
     ("Increase the connection pool size for the api service",
@@ -238,7 +238,7 @@ def test_unrelated_searches_do_not_count_as_accesses(memory):
 def test_an_old_database_migrates_without_touching_records_or_indexes(home):
     import sqlite_utils
 
-    from conftest import FakeEmbedder
+    from fakes import FakeEmbedder
     from magray.store import migrations
 
     embedder = FakeEmbedder()
@@ -296,7 +296,7 @@ def test_purged_text_leaves_no_bytes_in_the_files(cli, home, fake_model):
 
 
 def test_clean_never_purges_a_record_trashed_again_meanwhile(fake_memory, home, monkeypatch):
-    from conftest import FakeEmbedder
+    from fakes import FakeEmbedder
 
     m = fake_memory
     rid = m.store_texts(["scratch to keep"], layer="assets")[0].id

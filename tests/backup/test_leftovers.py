@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import FakeEmbedder
+from fakes import FakeEmbedder
 from magray import Memory
 
 
