@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import __version__, clock, config, paths
 from .errors import BusyError, MagrayError
 from .locks import locked
-from .reader import Reader
+from .db.reader import Reader
 from .records import LAYERS, model_key
 
 if TYPE_CHECKING:

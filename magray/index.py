@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Literal
 from . import files
 from .errors import IntegrityError
 from .locks import locked
-from .reader import disk_full, nearly_full
+from .db.connection import disk_full, nearly_full
 
 if TYPE_CHECKING:
     import numpy as np
     from usearch.index import Index
 
-    from .store import Store
+    from .db.store import Store
 
 FORMAT = 2  # 2: several vectors per record (multi=True), one per passage of a long text
 PRUNE_EVERY = 10_000  # log rows kept per layer before they are pruned

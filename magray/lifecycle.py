@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from usearch.index import Index
 
     from .memory import Memory
-    from .store import Store
+    from .db.store import Store
 
 PROMOTABLE = tuple(PROMOTES_TO)
 FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"

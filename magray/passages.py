@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .embedding import Embedder
     from .memory import Memory
-    from .store import Store
+    from .db.store import Store
 
 OVERLAP = 48  # tokens two neighbouring passages share: a sentence cut at one edge is whole
 FALLBACK_WINDOW = 256  # words and marks per passage for a model without a local tokenizer
@@ -197,7 +197,7 @@ def best(store: "Store", qvec: np.ndarray, ids: Iterable[int], dim: int
 
 
 def _matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    from .store import _matrix
+    from .db.store import _matrix
 
     return _matrix(blobs, dim)
 

@@ -25,7 +25,7 @@ from .records import content_hash
 
 if TYPE_CHECKING:
     from .memory import Memory
-    from .store import Store
+    from .db.store import Store
 
 FOUND_KEY = "secrets_found"  # meta: records holding credentials at the last scan or write
 BATCH = 2000

@@ -10,7 +10,7 @@ from ..records import Hit, Source
 if TYPE_CHECKING:
     import sqlite3
 
-    from ..store import Store
+    from ..db.store import Store
 
 
 def of(store: "Store", ids: Iterable[int]) -> dict[int, Source]:

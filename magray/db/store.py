@@ -21,268 +21,21 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import clock
-from .errors import BusyError, IntegrityError, MagrayError
-from .reader import Reader, _translate, connect
-from .records import LAYERS, Filters, NewRecord, Record, Trashed
+from .. import clock
+from ..errors import BusyError, IntegrityError, MagrayError
+from ..records import LAYERS, Filters, NewRecord, Record, Trashed
+from . import migrations
+from .connection import connect, translate
+from .reader import Reader
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
-
-if TYPE_CHECKING:
-    import sqlite_utils
-
 PAGE_CACHE_KIB = 32 * 1024  # a warm search at 1M records reads its rows ~40% faster
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
-
-
-class LazyMigrations:
-    """Numbered schema migrations, declared with ``@migrations()`` and applied by
-    sqlite-utils' ``Migrations``; but whether any is pending is read with plain SQL, so a
-    command that finds none (every one after the first) never imports sqlite-utils, a
-    tenth of a second of start-up."""
-
-    table = "_sqlite_migrations"
-
-    def __init__(self, name: str):
-        self.name = name
-        self.declared: list[tuple[Callable, dict]] = []
-
-    def __call__(self, **options: Any) -> Callable[[Callable], Callable]:
-        def declare(function: Callable) -> Callable:
-            self.declared.append((function, options))
-            return function
-        return declare
-
-    @property
-    def names(self) -> list[str]:
-        """Every migration this magray knows, in order."""
-        return [options.get("name") or function.__name__ for function, options in self.declared]
-
-    def applied(self, conn: sqlite3.Connection) -> set[str]:
-        """The migrations a database has had (none for a new one)."""
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                            (self.table,)).fetchone():
-            return set()
-        return {row[0] for row in conn.execute(
-            f"SELECT name FROM {self.table} WHERE migration_set = ?", (self.name,))}
-
-    def pending(self, conn: sqlite3.Connection) -> list[str]:
-        applied = self.applied(conn)
-        return [name for name in self.names if name not in applied]
-
-    def apply(self, db: Any, **options: Any) -> None:
-        """Apply the pending ones (sqlite-utils' ``Migrations.apply``, e.g. ``stop_before``)."""
-        from sqlite_utils.migrations import Migrations
-
-        real = Migrations(self.name)
-        for function, declared in self.declared:
-            real(**declared)(function)
-        real.apply(db, **options)
-
-
-migrations = LazyMigrations("magray")
-
-
-@migrations()
-def m001_records(db: "sqlite_utils.Database") -> None:
-    db.executescript("""
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE records (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are index keys
-        text TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        kind TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',       -- JSON array, sorted, unique
-        project TEXT,
-        session TEXT,
-        created_at TEXT NOT NULL,              -- fixed-width ISO 8601 UTC
-        updated_at TEXT NOT NULL,
-        last_access TEXT,
-        access_count INTEGER NOT NULL DEFAULT 0,
-        importance REAL NOT NULL DEFAULT 0,
-        content_hash TEXT NOT NULL,
-        embedding BLOB NOT NULL                -- float32, normalised
-    );
-    CREATE UNIQUE INDEX records_layer_hash ON records(layer, content_hash);
-    CREATE INDEX records_layer_created ON records(layer, created_at);
-    CREATE INDEX records_project ON records(project) WHERE project IS NOT NULL;
-    CREATE INDEX records_session ON records(session) WHERE session IS NOT NULL;
-
-    CREATE TABLE index_log (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        layer TEXT NOT NULL,
-        record_id INTEGER NOT NULL
-    );
-    CREATE INDEX index_log_layer_seq ON index_log(layer, seq);
-
-    CREATE VIRTUAL TABLE records_fts USING fts5(
-        text, content='records', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-    );
-
-    CREATE TRIGGER records_insert AFTER INSERT ON records BEGIN
-        INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
-        INSERT INTO index_log(layer, record_id) VALUES (new.layer, new.id);
-    END;
-    CREATE TRIGGER records_delete AFTER DELETE ON records BEGIN
-        INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO index_log(layer, record_id) VALUES (old.layer, old.id);
-    END;
-    CREATE TRIGGER records_text AFTER UPDATE OF text ON records BEGIN
-        INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
-    END;
-    CREATE TRIGGER records_vector AFTER UPDATE OF layer, embedding ON records BEGIN
-        INSERT INTO index_log(layer, record_id) VALUES (old.layer, old.id);
-        INSERT INTO index_log(layer, record_id) SELECT new.layer, new.id
-            WHERE new.layer <> old.layer;
-    END;
-
-    CREATE TABLE embed_cache (
-        model TEXT NOT NULL,
-        text_hash TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        last_used TEXT NOT NULL,
-        PRIMARY KEY (model, text_hash)
-    ) WITHOUT ROWID;
-    """)
-
-
-@migrations()
-def m002_ops(db: sqlite_utils.Database) -> None:
-    # Figures magray keeps about itself for `magray status`: the recent operations (a bounded
-    # window, for latency percentiles and the cache hit rate) and running totals (counters).
-    # The index on embed_cache lets status count cache entries without reading the vectors.
-    db.executescript("""
-    CREATE TABLE ops (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        op TEXT NOT NULL,                      -- 'store' or 'search'
-        finished_at TEXT NOT NULL,             -- fixed-width ISO 8601 UTC
-        seconds REAL NOT NULL,                 -- wall time of the call
-        items INTEGER NOT NULL,                -- texts given to store / hits returned
-        cache_hits INTEGER NOT NULL,           -- embedding-cache lookups that hit
-        cache_misses INTEGER NOT NULL          -- ... and that had to run the model
-    );
-    CREATE INDEX ops_op ON ops(op, id);
-    CREATE TABLE op_totals (
-        op TEXT PRIMARY KEY,
-        count INTEGER NOT NULL,
-        seconds REAL NOT NULL,
-        items INTEGER NOT NULL,
-        cache_hits INTEGER NOT NULL,
-        cache_misses INTEGER NOT NULL
-    );
-    CREATE INDEX embed_cache_last_used ON embed_cache(last_used);
-    """)
-
-
-@migrations()
-def m003_pending_embedding(db: sqlite_utils.Database) -> None:
-    # `magray optimize --reembed` writes each record's new vector here, batch by batch, and
-    # swaps them all in at the end: a kill mid-way loses nothing, a rerun continues, and
-    # readers meanwhile still see one consistent vector space.
-    db.execute("ALTER TABLE records ADD COLUMN pending_embedding BLOB")
-
-
-@migrations()
-def m004_trash(db: sqlite_utils.Database) -> None:
-    # What forget, expiry, eviction and merges remove waits here for trash_days before
-    # `magray clean` purges it. A trashed record leaves `records` (so search, list, export
-    # and the indexes never see it, through the same triggers as a delete) but keeps its id:
-    # AUTOINCREMENT never issues that id again, so a restore puts it back unchanged. The
-    # vector stays too, with the model that made it, so a restore needs no re-embedding.
-    db.executescript("""
-    CREATE TABLE trash (
-        id INTEGER PRIMARY KEY,                -- the record's own id
-        text TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        kind TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',
-        project TEXT,
-        session TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        last_access TEXT,
-        access_count INTEGER NOT NULL DEFAULT 0,
-        importance REAL NOT NULL DEFAULT 0,
-        content_hash TEXT NOT NULL,
-        embedding BLOB NOT NULL,
-        model TEXT,                            -- meta model_key when it was trashed
-        trashed_at TEXT NOT NULL,              -- fixed-width ISO 8601 UTC
-        reason TEXT NOT NULL,                  -- forgotten, expired, evicted, merged
-        merged_into INTEGER                    -- the record a merge kept, if any
-    );
-    CREATE INDEX trash_trashed_at ON trash(trashed_at);
-    """)
-
-
-@migrations()
-def m005_repair_text(db: sqlite_utils.Database) -> None:
-    # magray up to 0.1.0 accepted a tag holding a lone surrogate (JSON Lines "a\ud800"),
-    # kept as that escape in the tags JSON; read back, it made every export and --json
-    # listing of the memory fail. Each one becomes U+FFFD, the replacement character. (Other
-    # columns cannot hold one: sqlite3 refuses to bind such a string.)
-    from .controls import has_surrogate, without_surrogates
-
-    for table in ("records", "trash"):
-        rows = db.execute(f"SELECT id, tags FROM {table} WHERE instr(lower(tags), '\\ud') > 0"
-                          ).fetchall()
-        for record_id, tags in rows:
-            values = json.loads(tags)
-            if any(has_surrogate(tag) for tag in values):
-                repaired = sorted({without_surrogates(tag) for tag in values})
-                db.execute(f"UPDATE {table} SET tags = ? WHERE id = ?",
-                           (json.dumps(repaired), record_id))
-
-
-@migrations()
-def m006_passages(db: sqlite_utils.Database) -> None:
-    # A text longer than the model's window is embedded in overlapping passages. The record
-    # keeps the vector of its first window in `embedding`; `passages` holds every passage
-    # (ordinal 0 repeats that vector) with its character span, and the layer's index holds
-    # the record's id once per vector (usearch multi=True). `sources` says which file and
-    # lines a record was ingested from (`magray ingest`), with the hashes that let a re-run
-    # skip what did not change. Both follow their record out of the database, but not into
-    # the trash: a trashed record keeps them, so that `trash restore` brings it back whole
-    # (its passages into the index, its file link), and they go when the trash is emptied.
-    db.executescript("""
-    CREATE TABLE passages (
-        record_id INTEGER NOT NULL,
-        ordinal INTEGER NOT NULL,
-        start INTEGER NOT NULL,                -- character span in the record's text
-        end INTEGER NOT NULL,
-        embedding BLOB NOT NULL,               -- float32, normalised
-        pending_embedding BLOB,
-        PRIMARY KEY (record_id, ordinal)
-    ) WITHOUT ROWID;
-    CREATE TABLE sources (
-        record_id INTEGER NOT NULL,
-        path TEXT NOT NULL,                    -- absolute path of the file
-        line_start INTEGER NOT NULL,           -- the section's lines in the file, from 1
-        line_end INTEGER NOT NULL,
-        body_at INTEGER NOT NULL DEFAULT 0,    -- where the file's text starts in the record's
-        file_hash TEXT NOT NULL,
-        PRIMARY KEY (record_id, path)
-    ) WITHOUT ROWID;
-    CREATE INDEX sources_path ON sources(path);
-    CREATE TRIGGER records_parts_delete AFTER DELETE ON records
-    WHEN NOT EXISTS (SELECT 1 FROM trash WHERE id = old.id) BEGIN
-        DELETE FROM passages WHERE record_id = old.id;
-        DELETE FROM sources WHERE record_id = old.id;
-    END;
-    CREATE TRIGGER trash_parts_delete AFTER DELETE ON trash
-    WHEN NOT EXISTS (SELECT 1 FROM records WHERE id = old.id) BEGIN
-        DELETE FROM passages WHERE record_id = old.id;
-        DELETE FROM sources WHERE record_id = old.id;
-    END;
-    CREATE TRIGGER records_parts_text AFTER UPDATE OF text ON records BEGIN
-        DELETE FROM passages WHERE record_id = old.id;
-    END;
-    """)
 
 
 @dataclass
@@ -305,17 +58,7 @@ class Store(Reader):
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
         super().__init__(conn, path, busy_timeout)
-        self._db: "sqlite_utils.Database | None" = None
         self._store_id: str | None = None
-
-    @property
-    def db(self) -> "sqlite_utils.Database":
-        """The connection wrapped by sqlite-utils (imported on first use)."""
-        if self._db is None:
-            import sqlite_utils
-
-            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
-        return self._db
 
     # -- opening --------------------------------------------------------------------------
 
@@ -329,7 +72,7 @@ class Store(Reader):
             store._migrate()
         except sqlite3.DatabaseError as exc:  # a wrong file fails on its first statement
             store.close()
-            raise _translate(exc, path) from None
+            raise translate(exc, path) from None
         except BaseException:
             store.close()
             raise
@@ -363,7 +106,7 @@ class Store(Reader):
         if not migrations.pending(self.conn):
             return
         with self.write():  # serialise concurrent first opens; apply() re-checks inside
-            migrations.apply(self.db)
+            migrations.apply(self.conn)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
                               (uuid.uuid4().hex,))
 
