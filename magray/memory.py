@@ -370,9 +370,7 @@ class Memory:
                 record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
                 near = found.get(n)
                 if not duplicate and item.text in parts:  # a long text: all its passages
-                    from . import passages
-
-                    passages.insert(conn, record_id, parts[item.text])
+                    self.db.insert_passages(conn, record_id, parts[item.text])
                 if duplicate:
                     results.append(Stored(record_id, item.layer, True, 1.0))
                 elif near is None:

@@ -15,6 +15,10 @@ from typing import Iterator
 
 from .connection import connect, translate
 
+# When a record was last used (``layers.last_use``: the later of storing and the last
+# access), as SQL: the one definition of "expired" is "last used before the policy's cutoff".
+LAST_USE = "max(created_at, coalesce(last_access, created_at))"
+
 
 class Reader:
     """An open magray database, for reading."""
@@ -79,3 +83,54 @@ class Reader:
 
     def log_pruned_through(self, layer: str) -> int:
         return int(self.meta(f"log_pruned:{layer}") or 0)
+
+    def extra_passages(self, layer: str) -> int:
+        """Vectors a layer's index holds beyond one per record: the further passages of its
+        long records (0 for a database from before passages)."""
+        try:
+            return self.conn.execute(
+                "SELECT count(*) FROM passages p JOIN records r ON r.id = p.record_id "
+                "WHERE p.ordinal > 0 AND r.layer = ?", (layer,)).fetchone()[0]
+        except sqlite3.OperationalError:  # a database status reads before migration m006
+            return 0
+
+    def created_range(self, layer: str) -> tuple[str | None, str | None]:
+        """When the oldest and the newest record of a layer were created."""
+        # Two subqueries, so that each min/max is one step down the (layer, created_at) index.
+        return self.conn.execute(
+            "SELECT (SELECT min(created_at) FROM records WHERE layer = ?), "
+            "(SELECT max(created_at) FROM records WHERE layer = ?)", (layer, layer)).fetchone()
+
+    def count_expired(self, layer: str, cutoff: str) -> int:
+        """Records of a layer last used before ``cutoff`` (``LayerPolicy.cutoff``)."""
+        return self.conn.execute(f"SELECT count(*) FROM records WHERE layer = ? "
+                                 f"AND {LAST_USE} < ?", (layer, cutoff)).fetchone()[0]
+
+    # -- what magray logs about itself ----------------------------------------------------
+
+    def trash_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM trash").fetchone()[0]
+
+    def cache_entries(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM embed_cache").fetchone()[0]
+
+    def cache_use(self) -> tuple[int, int, int, int]:
+        """Embedding-cache (hits, misses) of the recent operations, then of all time."""
+        recent = self.conn.execute(
+            "SELECT coalesce(sum(cache_hits), 0), coalesce(sum(cache_misses), 0) FROM ops"
+        ).fetchone()
+        total = self.conn.execute(
+            "SELECT coalesce(sum(cache_hits), 0), coalesce(sum(cache_misses), 0) FROM op_totals"
+        ).fetchone()
+        return (*recent, *total)
+
+    def operation(self, op: str) -> tuple[list[float], str | None, int, float]:
+        """One operation's figures: the recent calls' durations (ascending), when the
+        oldest of them finished, and the all-time count and seconds."""
+        seconds = sorted(row[0] for row in self.conn.execute(
+            "SELECT seconds FROM ops WHERE op = ?", (op,)))
+        since = self.conn.execute("SELECT min(finished_at) FROM ops WHERE op = ?",
+                                  (op,)).fetchone()[0]
+        total = self.conn.execute("SELECT count, seconds FROM op_totals WHERE op = ?",
+                                  (op,)).fetchone() or (0, 0.0)
+        return seconds, since, total[0], total[1]
