@@ -418,3 +418,20 @@ class Indexes:
                 warn(f"the {name} index could not be updated ({why}); "
                      "the next command will repair it")
         return reports
+
+
+def search_many(view: "Index", vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Top-k (key, inner product) in an index view for each row of ``vectors`` (counting a
+    layer's near neighbours, near-duplicates)."""
+    import numpy as np  # not at import time: `magray status` reads indexes without numpy
+
+    if not len(vectors) or not len(view):
+        return [[] for _ in range(len(vectors))]
+    k = min(k, len(view))
+    matches = view.search(vectors, k)
+    keys = np.asarray(matches.keys).reshape(len(vectors), -1)
+    distances = np.asarray(matches.distances).reshape(len(vectors), -1)
+    counts = getattr(matches, "counts", None)
+    counts = np.full(len(vectors), keys.shape[1]) if counts is None else np.asarray(counts)
+    return [[(int(keys[r, c]), 1.0 - float(distances[r, c])) for c in range(int(counts[r]))]
+            for r in range(len(vectors))]

@@ -159,7 +159,7 @@ class Memory:
         self._op = Op("store", time.perf_counter())
         from . import dedupe
 
-        near = dedupe.NearDuplicates(self)
+        near = dedupe.NearDuplicates(self.db, self.indexes, self.encoder, self.settings)
         pending = iter(items)
         size = max(STORE_BATCH, WINDOW_BYTES // (4 * (self.recorded_model()[1] or 384)))
         window = list(islice(pending, FIRST_WINDOW))  # a first commit soon, then windows
@@ -482,8 +482,9 @@ class Memory:
         ``explain`` keeps every scored decision in the report, not only the promoted ones."""
         from . import lifecycle
 
-        return lifecycle.promote(self, layers=layers, threshold=threshold, ids=ids,
-                                 dry_run=dry_run, explain=explain)
+        return lifecycle.promote(self.db, self.indexes, self.settings, layers=layers,
+                                 threshold=threshold, ids=ids, dry_run=dry_run, explain=explain,
+                                 warn=self.warn)
 
     def clean(self, *, dry_run: bool = False, promote: bool | None = None
               ) -> "lifecycle.CleanReport":
@@ -492,7 +493,8 @@ class Memory:
         setting clean_promotes)."""
         from . import lifecycle
 
-        return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
+        return lifecycle.clean(self.db, self.indexes, self.settings, self.empty_trash,
+                               dry_run=dry_run, promote_first=promote)
 
     def ingest(self, paths: Sequence[str | Path], **options) -> "IngestReport":
         """Store the text files under ``paths`` (Markdown split at its headings) and keep
@@ -500,7 +502,7 @@ class Memory:
         progress (magray/documents/sync.py)."""
         from .documents import sync
 
-        return sync.ingest(self, paths, **options)
+        return sync.ingest(self.db, self.settings, self.store, self.forget, paths, **options)
 
     def optimize(self, *, reembed: bool = False, progress: Progress | None = None
                  ) -> "maintenance.OptimizeReport":
@@ -508,7 +510,8 @@ class Memory:
         ``reembed``, first re-embed every record with the configured model."""
         from . import maintenance
 
-        return maintenance.optimize(self, reembed=reembed, progress=progress)
+        return maintenance.optimize(self.db, self.indexes, self.encoder, self.settings,
+                                    reembed=reembed, progress=progress)
 
     def scan(self, *, apply: bool = False) -> "scan.ScanReport":
         """Find credentials already stored (records; never their values in the report);
@@ -516,7 +519,7 @@ class Memory:
         removed, old pages overwritten."""
         from . import scan
 
-        return scan.scan(self, apply=apply)
+        return scan.scan(self.db, self.indexes, self.encoder, apply=apply, warn=self.warn)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -590,9 +593,7 @@ class Memory:
     def _scrub(self) -> None:
         """After a purge: no copy of the destroyed texts stays in the files (free pages,
         FTS segments, the WAL): see magray/scan.py."""
-        from . import scan
-
-        scan.scrub(self)
+        self.db.scrub()
 
     # -- the trash ------------------------------------------------------------------------
 
@@ -682,14 +683,15 @@ class Memory:
             else similarity
         if not 0 < threshold <= 1:
             raise InputError(f"--similarity must be above 0 and at most 1, got {threshold}")
-        return dedupe.clusters(self, tuple(dict.fromkeys(layers)) or LAYERS, threshold)
+        return dedupe.clusters(self.db, self.indexes, self.encoder,
+                               tuple(dict.fromkeys(layers)) or LAYERS, threshold)
 
     def merge_duplicates(self, ids: Sequence[int]) -> "dedupe.Merged":
         """Merge records of one layer into the first of ``ids``: its metadata joins theirs
         (tags, accesses, importance, times); the others go to the trash, restorable."""
         from . import dedupe
 
-        merged = dedupe.merge(self, ids)
+        merged = dedupe.merge(self.db, ids)
         self._sync_after_write([merged.kept.layer])
         return merged
 
@@ -725,7 +727,7 @@ class Memory:
         from .errors import ModelError
 
         try:
-            passages.upgrade(self)  # long imported texts: every passage gets its vector
+            passages.upgrade(self.db, self.encoder)  # long imported texts: every passage gets its vector
         except ModelError as exc:  # the records are in; `magray optimize` finishes this
             self.warn(f"long imported records are searchable by their first part only until "
                       f"`magray optimize` can load the model ({exc})")

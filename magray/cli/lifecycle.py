@@ -148,7 +148,7 @@ def optimize(
     from ..maintenance import pending_reembed
 
     with open_memory(ctx) as memory:
-        total = pending_reembed(memory) if reembed else 0
+        total = pending_reembed(memory.db, memory.encoder) if reembed else 0
         with output.progress(total, "re-embedding") as advance:
             report = memory.optimize(reembed=reembed, progress=advance)
     if json_out:
