@@ -350,7 +350,7 @@ def merge(store: "Repository", ids: Sequence[int]) -> Merged:
     the first."""
     wanted = list(dict.fromkeys(ids))
     if len(wanted) < 2:
-        raise InputError("--merge needs at least two record ids (the first is kept)")
+        raise InputError("ids: give at least two record ids (the first is kept)", param="ids")
     with store.write() as tx:
         found = store.records(wanted)
         NotFoundError.unless_all(wanted, found, "merged")
