@@ -782,45 +782,38 @@ class Memory:
                     outcomes.append("unchanged")
         return outcomes
 
-    # -- backups (magray/backup.py does the work) -----------------------------------------
+    # -- backups (magray/backup/ does the work) -------------------------------------------
 
     def backup(self, output: str | Path | None = None, *, retention: "Retention | None" = None,
                progress: Callable[[int, int], None] | None = None) -> "BackupResult":
         """Write a verified archive (default: into the backups directory; ``output`` may
         name a directory or a new file), then apply ``retention`` to the archives beside it.
         Consistent while other processes write; never loads the model."""
-        from . import backup
+        from .backup import create
 
-        s = self.settings
-        return backup.run(self.paths, self.db, output=Path(output) if output else None,
-                          retention=retention, level=s.backup_level, timeout=s.busy_timeout,
-                          cap=s.restore_max_bytes, progress=progress)
+        return create.run(self.paths, self.db, self.settings, retention=retention,
+                          output=Path(output) if output else None, progress=progress)
 
     def backups(self, directory: str | Path | None = None) -> "Listing":
         """The archives in ``directory`` (default: the backups directory), oldest first."""
-        from . import backup
+        from .backup import list_backups
 
-        directory = Path(directory) if directory else self.paths.backups
-        if directory == self.paths.backups and not directory.exists():
-            return backup.Listing(directory, ())
-        return backup.list_archives(directory)
+        return list_backups(self.paths, Path(directory) if directory else None)
 
     def verify_backup(self, archive: str | Path, *,
                       progress: Callable[[int, int], None] | None = None) -> "BackupInfo":
         """Re-read an archive against its manifest; IntegrityError names the failed check."""
-        from . import backup
+        from .backup.verify import verify
 
-        return backup.verify(Path(archive), cap=self.settings.restore_max_bytes,
-                             progress=progress)
+        return verify(Path(archive), cap=self.settings.restore_max_bytes, progress=progress)
 
     def prune_backups(self, retention: "Retention", directory: str | Path | None = None, *,
                       dry_run: bool = False) -> "Pruned":
         """Apply retention to this memory's archives; the newest that verifies is kept."""
-        from . import backup
+        from .backup import prune
 
-        return backup.prune(Path(directory) if directory else self.paths.backups,
-                            self.db.store_id, retention, dry_run=dry_run,
-                            cap=self.settings.restore_max_bytes)
+        return prune(Path(directory) if directory else self.paths.backups, self.db.store_id,
+                     retention, dry_run=dry_run, cap=self.settings.restore_max_bytes)
 
     def restore(self, archive: str | Path, *, replace: bool = False, config: bool | None = None,
                 confirm: Callable[["RestoreResult"], bool] | None = None, dry_run: bool = False,
@@ -830,40 +823,31 @@ class Memory:
         processes must close the memory first (this waits up to busy_timeout for them).
         ``replace`` (or ``confirm(plan)`` returning True) is needed to replace records;
         ``config``: also restore the archive's config.toml (None: only where there is none)."""
-        from dataclasses import replace as with_fields  # the argument hides the module's
+        from .backup import restore
 
-        from . import backup
+        return restore.restore(self.paths, self.db, self.settings, Path(archive),
+                               embedder=self._embedder, embedder_for=from_settings,
+                               resync=self._resync_all,
+                               config=config, replace_data=replace, confirm=confirm,
+                               dry_run=dry_run, progress=progress)
 
-        s = self.settings
-        result = backup.restore(
-            self.paths, self.db, Path(archive), expected_key=self._model_key_after,
-            config=config, replace_data=replace, confirm=confirm, dry_run=dry_run,
-            cap=s.restore_max_bytes, level=s.backup_level, timeout=s.busy_timeout,
-            progress=progress)
-        if dry_run:
-            return result
-        self.db._migrate()  # an archive from an older magray gets this schema (the trash...)
-        self._indexes.clear()  # they described the replaced data
-        synced = self._sync_after_write(LAYERS) if self.recorded_model()[1] else []
-        return with_fields(result, synced=tuple(synced))
-
-    def _model_key_after(self, config_file: Path | None) -> str:
-        """The model key in effect once ``config_file`` (None: the current one) is in place."""
-        if config_file is None or self._embedder is not None:
-            return self.embedder.key
-        return from_settings(config.load(config_file), self.paths.data).key
+    def _resync_all(self) -> list[SyncReport]:
+        """After a restore replaced the data: forget the indexes opened on the old data and
+        bring every layer's in step (none to bring while no vector is stored)."""
+        self._indexes.clear()
+        return self._sync_after_write(LAYERS) if self.recorded_model()[1] else []
 
     def safety_copies(self) -> list[Path]:
         """Safety archives of the data that restores replaced (a restore never deletes one;
         they stay until ``discard_safety_copies``)."""
-        from . import backup
+        from .backup import safety_copies
 
-        return backup.safety_copies(self.paths)
+        return safety_copies(self.paths)
 
     def discard_safety_copies(self) -> list[Path]:
-        from . import backup
+        from .backup import discard_safety_copies
 
-        return backup.discard_safety_copies(self.paths)
+        return discard_safety_copies(self.paths)
 
 
 def _check_layers(layers: Sequence[str]) -> None:
