@@ -236,7 +236,7 @@ class Memory:
         ``limit=None`` lists them all."""
         _check_layers(layers)
         if limit is not None and limit < 1:
-            raise InputError(f"--limit must be at least 1, got {limit}")
+            raise InputError(f"limit must be at least 1, got {limit}", param="limit")
         return self.db.recent(layers or LAYERS, filters, limit)
 
     def export(self, *, layers: Sequence[str] = (), filters: Filters = Filters(),
@@ -312,7 +312,8 @@ class Memory:
         threshold = self.settings.near_duplicate_similarity if similarity is None \
             else similarity
         if not 0 < threshold <= 1:
-            raise InputError(f"--similarity must be above 0 and at most 1, got {threshold}")
+            raise InputError(f"similarity must be above 0 and at most 1, got {threshold}",
+                             param="similarity")
         return dedupe.clusters(self, tuple(dict.fromkeys(layers)) or LAYERS, threshold)
 
     def merge_duplicates(self, ids: Sequence[int]) -> "dedupe.Merged":
@@ -410,4 +411,4 @@ class Memory:
 
 def _check_layers(layers: Sequence[str]) -> None:
     for layer in layers:
-        check_layer(layer, "--layer")
+        check_layer(layer, "layers", param=True)

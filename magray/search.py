@@ -230,10 +230,12 @@ def _check_request(request: SearchRequest) -> None:
     if "\0" in request.query:
         raise InputError("the search query contains a NUL byte")
     if not 1 <= request.top_k <= 100:
-        raise InputError(f"--top-k must be from 1 to 100, got {request.top_k}")
+        raise InputError(f"top_k must be from 1 to 100, got {request.top_k}", param="top_k")
     if request.mode not in config.MODES:
-        raise InputError(f"--mode must be one of {', '.join(config.MODES)}, got {request.mode!r}")
+        raise InputError(f"mode must be one of {', '.join(config.MODES)}, got "
+                         f"{request.mode!r}", param="mode")
     for layer in request.layers:
-        check_layer(layer, "--layer")
+        check_layer(layer, "layers", param=True)
     if request.min_score is not None and not -1.0 <= request.min_score <= 1e9:
-        raise InputError(f"--min-score must be at least -1, got {request.min_score}")
+        raise InputError(f"min_score must be at least -1, got {request.min_score}",
+                         param="min_score")
