@@ -94,7 +94,7 @@ def restore(where: Paths, store, settings: "Settings", path: Path, *,
                                           timeout=settings.busy_timeout)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    store._migrate()  # an archive from an older magray gets this schema (the trash...)
+    store.migrate()  # an archive from an older magray gets this schema (the trash...)
     # Earlier safety copies are kept: each may be the only copy of what an earlier
     # restore replaced. Only the person removes them (discard_safety_copies).
     return replace(plan, replaced=replaced, trashed=trashed, safety_copy=safety,
