@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from dataclasses import replace
-from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
@@ -23,9 +21,9 @@ import numpy as np
 
 from . import clock, config, paths
 from .embedding import Embedder, from_settings
-from .errors import (InputError, MagrayError, ModelMismatchError, NotFoundError,
-                     StoreInterrupted)
-from .index import IndexSpec, LayerIndex, SyncReport
+from .errors import InputError, NotFoundError, StoreInterrupted
+from .encoder import Encoder
+from .index import Indexes, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
                       Trashed, content_hash)
@@ -44,11 +42,9 @@ MODES = ("hybrid", "vector", "keyword")
 # exactly: deterministic results, at ~1.5 ms a query for 20,000 vectors against ~0.3 ms for
 # HNSW (scripts/exact_crossover.py), whose answer also depends on how the graph was built.
 EXACT_LIMIT = 20_000
-RECENT_QUERIES = 1024  # query vectors a Memory keeps in process (1.5 MiB at 384 dimensions)
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
 FIRST_WINDOW = STORE_BATCH  # a bulk store commits this many before its first whole window
-CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
 WINDOW_BYTES = 4 << 20  # vectors embedded together (longest first: little padding)
 ACCESS_RANKS = 3  # a search hit below this rank is never counted as an access
 
@@ -64,14 +60,13 @@ class Memory:
         self.db = store
         self.warn = warn or (lambda message: None)
         self.note = note  # what is happening during a long wait (making the ONNX copy)
-        self._embedder = embedder
+        # Through self: a caller (a test) may replace warn or note on the Memory later.
+        self.encoder = Encoder(store, settings, where, embedder,
+                               warn=lambda message: self.warn(message),
+                               note=lambda message: self.note and self.note(message))
+        self.indexes = Indexes(store, settings, where, dim=lambda: self.encoder.dim)
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
-        self._indexes: dict[str, LayerIndex] = {}
-        self._pinned_model: tuple[str | None, int | None] | None = None
         self._matched: dict = {}  # during a search: record id -> its best passage
-        # (model, query) -> (vector, when its cache entry was last marked used)
-        self._recent_queries: OrderedDict[tuple[str, str], tuple[np.ndarray, datetime]] = \
-            OrderedDict()
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -103,109 +98,47 @@ class Memory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the model ------------------------------------------------------------------------
+    # -- the model and the indexes (magray/encoder.py, magray/index.py) ---------------
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = from_settings(self.settings, self.paths.data, warn=self.warn,
-                                           note=self.note)
-        return self._embedder
+        return self.encoder.embedder
+
+    @property
+    def _embedder(self) -> Embedder | None:
+        """The embedder if loaded already (None: asking for it would load it)."""
+        return self.encoder.loaded
 
     def recorded_model(self) -> tuple[str | None, int | None]:
         """(model key, dimension) the stored vectors were made with; (None, None) if none."""
-        if self._pinned_model is not None:
-            return self._pinned_model
-        found = dict(self.db.conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
-        return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
+        return self.encoder.recorded_model()
 
     def check_model(self) -> None:
         """Refuse to mix vector spaces: the configured model must be the recorded one."""
-        key, dim = self.recorded_model()
-        if key is not None and key != self.embedder.key:
-            raise ModelMismatchError(
-                f"this memory was embedded with {key} ({dim} dimensions) but the configured "
-                f"model is {self.embedder.key}; run `magray optimize --reembed` to re-embed it, "
-                "or set the model back")
+        self.encoder.check_model()
 
     @property
     def dim(self) -> int:
-        return self.recorded_model()[1] or self.embedder.dim
+        return self.encoder.dim
 
     def index(self, layer: str) -> LayerIndex:
-        """The layer's index, kept for the life of this Memory: it holds its memory-mapped
-        view between searches and re-checks freshness cheaply."""
-        s = self.settings
-        spec = IndexSpec(dim=self.dim, dtype=s.index_dtype, m=s.hnsw_m,
-                         ef_construction=s.hnsw_ef_construction)
-        index = self._indexes.get(layer)
-        if index is None or index.spec != spec:
-            index = self._indexes[layer] = LayerIndex(
-                self.paths.indexes, layer, spec, self.db, ef_search=s.hnsw_ef_search,
-                lock_timeout=s.busy_timeout)
-        return index
+        """The layer's index, kept for the life of this Memory."""
+        return self.indexes.layer(layer)
+
+    @property
+    def _indexes(self) -> Indexes:
+        return self.indexes
 
     def sync(self, layers: Iterable[str] = LAYERS, *, rebuild: bool = False) -> list[SyncReport]:
         """Bring the layers' indexes in step with the database."""
-        if self.recorded_model()[1] is None:
-            return []
-        return [self.index(layer).sync(rebuild=rebuild) for layer in layers]
+        return self.indexes.sync(layers, rebuild=rebuild)
 
     def _vectors(self, texts: Sequence[str], role: str) -> np.ndarray:
-        """Embeddings for texts, through the persistent cache; misses are embedded once."""
-        model = f"{self.embedder.key}|{role}"
-        digests = [content_hash(t) for t in texts]
-        dim = self.recorded_model()[1]
-        cached = self._cached(model, digests)
-        missing = sorted({d: t for d, t in zip(digests, texts) if d not in cached}.items())
-        if self._op is not None:
-            self._op.cache_misses += len(missing)
-        if missing:
-            embed = (self.embedder.embed_query if role == "query" else None)
-            fresh = (np.stack([embed(t) for _, t in missing]) if embed else
-                     self.embedder.embed_documents([t for _, t in missing]))
-            if dim and fresh.shape[1] != dim:
-                raise ModelMismatchError(
-                    f"the configured model makes {fresh.shape[1]}-dimensional vectors but this "
-                    f"memory holds {dim}-dimensional ones; run `magray optimize --reembed`")
-            new = {d: v for (d, _), v in zip(missing, fresh)}
-            with self.db.write() as conn:
-                self._record_model(conn, fresh.shape[1], self.embedder.key)
-                self.db.cache_vectors(conn, model, new.items(), clock.now_iso())
-            cached.update(new)
-        return np.stack([cached[d] for d in digests]) if digests else np.zeros((0, dim or 0))
-
-    def _cached(self, model: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cache hits among ``digests``, counted, and marked used (at most hourly) so that
-        recently used entries survive `magray clean`'s LRU pruning."""
-        dim = self.recorded_model()[1]
-        if not dim:
-            return {}
-        now = clock.now()
-        cached, stale = self.db.cached_vectors(model, digests, dim,
-                                               clock.iso(now - CACHE_TOUCH_EVERY))
-        self.db.touch_cache(model, stale, clock.iso(now))
-        if self._op is not None:
-            self._op.cache_hits += sum(d in cached for d in digests)
-        return cached
+        """Embeddings through the persistent cache (counted in the call being timed)."""
+        return self.encoder.vectors(texts, role, self._op)
 
     def _record_model(self, conn, dim: int, key: str | None) -> None:
-        """Inside a write transaction: record the model with the first vectors, or refuse
-        vectors of another model (``key``; None: check the dimension only). Read here, not
-        before, so two first writers with different models cannot both pass
-        ``check_model`` and mix vector spaces."""
-        found = dict(conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
-        if found.get("model_key") is None:
-            self.db.set_meta(conn, "model", self.embedder.name)
-            self.db.set_meta(conn, "model_key", key or self.embedder.key)
-            self.db.set_meta(conn, "dim", str(dim))
-        elif int(found["dim"]) != dim or key not in (None, found["model_key"]):
-            raise ModelMismatchError(
-                f"this memory was embedded with {found['model_key']} ({found['dim']} "
-                f"dimensions) meanwhile, but these vectors come from {key or 'another model'} "
-                f"({dim} dimensions); nothing was stored from this batch")
+        self.encoder.record_model(conn, dim, key)
 
     # -- storing --------------------------------------------------------------------------
 
@@ -281,19 +214,8 @@ class Memory:
             scan.count_found(self.db, found)
 
     def _sync_after_write(self, layers: Iterable[str]) -> list[SyncReport]:
-        """Update indexes after a committed write: the one way every write path does its
-        after-commit work. The records are safe in the database already, so any failure
-        here (a full disk, an index lock held too long) is a warning, never the write's
-        failure: the next command repairs the index. Returns the layers' sync reports."""
-        reports = []
-        for layer in layers:
-            try:
-                reports.append(self.index(layer).sync())
-            except (MagrayError, OSError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                self.warn(f"the {layer} index could not be updated ({why}); "
-                          "the next command will repair it")
-        return reports
+        """Update indexes after a committed write; a failure is a warning (magray/index.py)."""
+        return self.indexes.after_write(layers, self.warn)
 
     def store_texts(self, texts: Sequence[str], **fields) -> list[Stored]:
         """Convenience: store plain texts with shared metadata (layer, tags, project...);
@@ -391,12 +313,8 @@ class Memory:
         """Search by meaning (``mode='vector'``), by words (``'keyword'``) or both fused
         (``'hybrid'``, the default). Options are the fields of ``SearchRequest``."""
         # One read of the recorded model serves the whole search (a search never changes it).
-        self._pinned_model = None
-        self._pinned_model = self.recorded_model()
-        try:
+        with self.encoder.pinned():
             return self._search(query, **options)
-        finally:
-            self._pinned_model = None
 
     def _search(self, query: str, **options) -> list[Hit]:
         options.setdefault("top_k", self.settings.top_k)
@@ -445,7 +363,7 @@ class Memory:
             self.check_model()
             if self.recorded_model()[1] is None:
                 return []  # nothing was ever stored
-            embed, loading = self._query_vector(request.query)
+            embed, loading = self.encoder.query_vector(request.query, self._op)
             # While a new query's encoder loads (it releases the GIL), do the work that does
             # not need the vector: keyword ranking, opening the indexes.
             keyword = (self._keyword(request.query, layers, request.filters, pool)
@@ -461,37 +379,6 @@ class Memory:
             if request.mode == "hybrid":
                 ranked, sims = self._fuse(qvec, ranked, keyword, read)
         return self._hits(ranked, sims, request, read)
-
-    def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
-        """(a function giving the query's vector, whether an encoder is needed): the vector
-        comes at once from the cache, or from the encoder, which starts loading now."""
-        model = f"{self.embedder.key}|query"
-        if (known := self._recent_queries.get((model, query))) is not None:
-            vector, touched = known
-            self._recent_queries.move_to_end((model, query))
-            if self._op is not None:
-                self._op.cache_hits += 1
-            now = clock.now()
-            if now - touched >= CACHE_TOUCH_EVERY:  # still a use, for clean's LRU pruning
-                self.db.touch_cache(model, [content_hash(query)], clock.iso(now))
-                self._remember(model, query, vector)
-            return (lambda: vector), False
-        cached = self._cached(model, [content_hash(query)])
-        if cached:
-            vector = self._remember(model, query, next(iter(cached.values())))
-            return (lambda: vector), False
-        prepare = getattr(self.embedder, "prepare_query", None)
-        if prepare:
-            prepare()
-        return (lambda: self._remember(model, query, self._vectors([query], "query")[0])), True
-
-    def _remember(self, model: str, query: str, vector: np.ndarray) -> np.ndarray:
-        """Keep a query's vector in this process too: a long-lived caller (an agent, a
-        script) repeats its queries, and then skips even the cache's SQLite lookup."""
-        self._recent_queries[(model, query)] = (vector, clock.now())
-        if len(self._recent_queries) > RECENT_QUERIES:
-            self._recent_queries.popitem(last=False)
-        return vector
 
     def _hits(self, ranked: list[tuple[int, float]], sims: dict[int, float] | None,
               request: SearchRequest, read: dict[int, Record]) -> list[Hit]:

@@ -724,6 +724,16 @@ class Store(Reader):
             [(model, digest, np.asarray(vec, dtype=np.float32).tobytes(), when)
              for digest, vec in items])
 
+    # -- the model the vectors were made with ---------------------------------------------
+
+    def model_meta(self, conn: sqlite3.Connection | None = None
+                   ) -> tuple[str | None, int | None]:
+        """(model key, dimension) recorded with the first vectors; (None, None) before any.
+        Pass the write transaction to read it there (the check that must not race)."""
+        found = dict((conn or self.conn).execute(
+            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
+        return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
+
 
 # Words too common to say anything about a note; dropped from keyword queries unless the
 # query holds nothing else.

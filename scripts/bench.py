@@ -529,7 +529,7 @@ def bench_warm(args, cache: Path) -> None:
                     turn = number % len(runs)  # no measure always goes first (a cold cache)
                     for label, run in runs[turn:] + runs[:turn]:
                         if label == "fresh":  # as if new to this process: vector from SQLite
-                            memory._recent_queries.pop((f"{memory.embedder.key}|query", text), None)
+                            memory.encoder.forget_query(text)
                         start = time.perf_counter()
                         result = run()
                         if rounds:

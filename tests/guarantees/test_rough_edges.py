@@ -192,13 +192,15 @@ class Keyed(FakeEmbedder):
 
 
 def test_the_fix_a_truncate_dim_mismatch_suggests_works(cli, home, tmp_path, monkeypatch):
+    import magray.encoder
     import magray.memory
 
     with Memory.open(tmp_path / "other", embedder=Keyed("fake-bow", 64)) as other:
         other.store_texts(["made with a truncated model"])
         archive = other.backup().archive.path
-    monkeypatch.setattr(magray.memory, "from_settings", lambda settings, *a, **k: Keyed(
-        settings.model, settings.truncate_dim))
+    for module in (magray.encoder, magray.memory):  # the one loading, the one restoring
+        monkeypatch.setattr(module, "from_settings", lambda settings, *a, **k: Keyed(
+            settings.model, settings.truncate_dim))
     cli("config", "set", "model", "fake-bow")
     refused = cli("restore", "--yes", "--no-config", str(archive))
     assert refused.code == 1 and "embedded with fake-bow@64" in refused.err

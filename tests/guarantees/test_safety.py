@@ -18,7 +18,8 @@ from fakes import FakeEmbedder
 @pytest.fixture
 def fake_cli(cli, monkeypatch):
     """The CLI with the fake embedder in place of the model (for logic not about meaning)."""
-    monkeypatch.setattr("magray.memory.from_settings", lambda *a, **k: FakeEmbedder())
+    for module in ("magray.encoder", "magray.memory"):  # the one loading, the one restoring
+        monkeypatch.setattr(f"{module}.from_settings", lambda *a, **k: FakeEmbedder())
     return cli
 
 
@@ -86,7 +87,7 @@ def test_ctrl_c_during_a_bulk_store_keeps_the_first_batch_and_says_so(home):
 
 
 def test_ctrl_c_during_store_from_stdin_prints_the_stored_ids_and_exits_130(cli, monkeypatch):
-    monkeypatch.setattr("magray.memory.from_settings", lambda *a, **k: InterruptedEmbedder(2))
+    monkeypatch.setattr("magray.encoder.from_settings", lambda *a, **k: InterruptedEmbedder(2))
     result = cli("store", "-", stdin="\n".join(_notes(1000)).encode())
     assert result.code == 130
     assert result.out.split() == [str(i) for i in range(1, 257)]
