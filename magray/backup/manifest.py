@@ -25,6 +25,8 @@ MAX_CONFIG = 1 << 20  # the config file, and any member but the database and the
 
 @dataclass(frozen=True)
 class Member:
+    """One file in an archive, as the manifest lists it."""
+
     name: str
     size: int
     sha256: str

@@ -21,6 +21,9 @@ from .manifest import BackupInfo
 
 @dataclass(frozen=True)
 class Listing:
+    """The archives in a directory (oldest first), and the files named like archives that
+    cannot be read, with why."""
+
     directory: Path
     archives: tuple[BackupInfo, ...]
     unreadable: tuple[tuple[Path, str], ...] = ()
