@@ -100,16 +100,17 @@ def _targets(where: Paths, output: Path | None, moment: datetime
     elif Path(output).name.endswith(SUFFIX):
         output = Path(output).expanduser().absolute()
         if output.exists() or output.is_symlink():
-            raise InputError(f"--output {output} already exists; a backup never overwrites a "
-                             "file")
+            raise InputError(f"output {output} already exists; a backup never overwrites a "
+                             "file", param="output")
         if not output.parent.is_dir():
-            raise InputError(f"--output: the directory {output.parent} does not exist")
+            raise InputError(f"output: the directory {output.parent} does not exist",
+                             param="output")
         return output.parent, iter([output])
     else:
         directory = Path(output).expanduser().absolute()
         if directory.exists() and not directory.is_dir():
-            raise InputError(f"--output {directory} is not a directory (an archive file name "
-                             f"must end in {SUFFIX})")
+            raise InputError(f"output {directory} is not a directory (an archive file name "
+                             f"must end in {SUFFIX})", param="output")
         directory.mkdir(parents=True, exist_ok=True)
 
     def names() -> Iterator[Path]:

@@ -136,7 +136,8 @@ def _confirmed(plan: RestoreResult, where: Paths, path: Path, use_config: bool,
         return replace_data
     if confirm is None:
         raise InputError(f"restoring {path.name} would replace the {records} records and "
-                         f"{plan.trashed} in the trash in {where.data}; pass --yes to confirm")
+                         f"{plan.trashed} in the trash in {where.data}; pass replace=True to "
+                         "confirm", param="replace=True")
     if not confirm(plan):
         raise MagrayError("restore cancelled; nothing was changed")
     return True
@@ -158,7 +159,7 @@ def _check_config(staged: Path, path: Path) -> None:
         read_settings(staged)
     except InputError as exc:
         raise InputError(f"{path}: the archived config.toml is not usable ({exc}); restore "
-                         "with --no-config") from None
+                         "with config=False", param="config=False") from None
 
 
 def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
@@ -169,7 +170,7 @@ def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
             f"{path} was embedded with {info.model_key} ({info.dim} dimensions) but the "
             f"model in effect is {expected}; run `magray config set model {name}` and "
             f"`magray config set truncate_dim {truncate or 0}` and restore again, or restore "
-            "with --config to take the archive's config")
+            "with config=True to take the archive's config", param="config=True")
 
 
 def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *,
@@ -189,7 +190,8 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
         if (sum(replaced.values()) or trashed) and not confirmed:
             raise InputError(f"{sum(replaced.values()) + trashed} records were stored or "
                              f"trashed in {where.data} while the archive was being checked; "
-                             "nothing was changed: restore again with --yes to replace them")
+                             "nothing was changed: restore again with replace=True to replace "
+                             "them", param="replace=True")
         if sum(replaced.values()) or trashed or (use_config and where.config_file.exists()):
             safety = write_safety_copy(where, store, level=level, timeout=timeout)
         for layer in LAYERS:  # no index file is ever paired with the wrong database

@@ -28,7 +28,7 @@ class Retention:
         for name in ("daily", "weekly", "monthly"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise InputError(f"--keep-{name} must be a whole number, 0 or more")
+                raise InputError(f"{name} must be a whole number, 0 or more", param=name)
 
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.daily, self.weekly, self.monthly))

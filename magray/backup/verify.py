@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from .. import units
 from ..errors import IntegrityError, MagrayError, NotFoundError
 from ..paths import Paths
 from . import archive, manifest
@@ -64,13 +65,14 @@ def _check_size(info: BackupInfo, cap: int | None, stage: Path | None) -> None:
     """Refuse a decompression bomb before unpacking anything."""
     total = sum(m.size for m in info.members)
     if cap is not None and total > cap:
-        raise IntegrityError(f"refused: the archive would unpack to {total} bytes, over "
+        raise IntegrityError(f"refused: the archive would unpack to {units.size(total)}, over "
                              f"restore_max_bytes ({cap})")
     if stage is not None:
         free = shutil.disk_usage(stage).free
         if total > free:
             raise MagrayError(f"not enough free space to restore: the archive unpacks to "
-                              f"{total} bytes and {stage.parent} has {free} free")
+                              f"{units.size(total)} and {stage.parent} has "
+                              f"{units.size(free)} free")
 
 
 def _scan_members(members: Iterable[tuple[archive.Entry, Iterator[bytes]]],
