@@ -11,9 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from .. import __version__, clock
+from .. import clock
 from ..errors import InputError, IntegrityError
 from ..records import LAYERS
+from ..version import __version__
 from . import archive
 from .layout import DB_MEMBER, MANIFEST, STAGED
 
