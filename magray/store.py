@@ -734,6 +734,18 @@ class Store(Reader):
             "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
         return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
 
+    # -- filters and secure deletion ------------------------------------------------------
+
+    def passing(self, ids: Iterable[int], layer: str, filters: Filters) -> list[int]:
+        """Those of ``ids`` that are in ``layer`` and pass ``filters``, in their order."""
+        where, params = filter_sql([layer], filters)
+        return [row[0] for row in self.among(ids, "id", where, params)]
+
+    def secure_delete(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction: from now on, pages this connection frees are zeroed,
+        not left holding the deleted text (a purge of something pasted by mistake)."""
+        conn.execute("PRAGMA secure_delete = ON")
+
 
 # Words too common to say anything about a note; dropped from keyword queries unless the
 # query holds nothing else.
