@@ -371,16 +371,10 @@ class Memory:
         from .backup import restore
 
         return restore.restore(self.paths, self.db, self.settings, Path(archive),
-                               embedder=self._embedder, embedder_for=from_settings,
-                               resync=self._resync_all,
-                               config=config, replace_data=replace, confirm=confirm,
-                               dry_run=dry_run, progress=progress)
-
-    def _resync_all(self) -> list[SyncReport]:
-        """After a restore replaced the data: forget the indexes opened on the old data and
-        bring every layer's in step (none to bring while no vector is stored)."""
-        self._indexes.clear()
-        return self._sync_after_write(LAYERS) if self.recorded_model()[1] else []
+                               encoder=self.encoder, indexes=self.indexes,
+                               embedder_for=from_settings, warn=self.warn, config=config,
+                               replace_data=replace, confirm=confirm, dry_run=dry_run,
+                               progress=progress)
 
     def safety_copies(self) -> list[Path]:
         """Safety archives of the data that restores replaced (a restore never deletes one;
