@@ -7,6 +7,7 @@ pulling in a backend.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 Warn = Callable[[str], None]
 
 
-class Embedder:
+class Embedder(ABC):
     """What magray needs of a model: documents and queries in, normalised float32 out.
 
     ``name`` is recorded with the data; ``key`` names the vector space (it changes with
@@ -30,11 +31,13 @@ class Embedder:
         return self.name
 
     @property
+    @abstractmethod
     def dim(self) -> int:
-        raise NotImplementedError
+        """The length of the vectors."""
 
+    @abstractmethod
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
+        """One normalised float32 row per text."""
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
