@@ -37,7 +37,7 @@ from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from . import __version__, archive, clock, files
+from . import __version__, archive, clock, files, units
 from .errors import (BusyError, InputError, IntegrityError, MagrayError, ModelMismatchError,
                      NotFoundError)
 from .locks import locked
@@ -132,7 +132,7 @@ class Retention:
         for name in ("daily", "weekly", "monthly"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):
-                raise InputError(f"--keep-{name} must be a whole number, 0 or more")
+                raise InputError(f"{name} must be a whole number, 0 or more", param=name)
 
     def __bool__(self) -> bool:
         return any(v is not None for v in (self.daily, self.weekly, self.monthly))
@@ -240,16 +240,17 @@ def _targets(where: Paths, output: Path | None, moment: datetime
     elif Path(output).name.endswith(SUFFIX):
         output = Path(output).expanduser().absolute()
         if output.exists() or output.is_symlink():
-            raise InputError(f"--output {output} already exists; a backup never overwrites a "
-                             "file")
+            raise InputError(f"output {output} already exists; a backup never overwrites a "
+                             "file", param="output")
         if not output.parent.is_dir():
-            raise InputError(f"--output: the directory {output.parent} does not exist")
+            raise InputError(f"output: the directory {output.parent} does not exist",
+                             param="output")
         return output.parent, iter([output])
     else:
         directory = Path(output).expanduser().absolute()
         if directory.exists() and not directory.is_dir():
-            raise InputError(f"--output {directory} is not a directory (an archive file name "
-                             f"must end in {SUFFIX})")
+            raise InputError(f"output {directory} is not a directory (an archive file name "
+                             f"must end in {SUFFIX})", param="output")
         directory.mkdir(parents=True, exist_ok=True)
 
     def names() -> Iterator[Path]:
@@ -553,13 +554,13 @@ def _check_size(info: BackupInfo, cap: int | None, stage: Path | None) -> None:
     """Refuse a decompression bomb before unpacking anything."""
     total = sum(m.size for m in info.members)
     if cap is not None and total > cap:
-        raise IntegrityError(f"refused: the archive would unpack to {total} bytes, over "
+        raise IntegrityError(f"refused: the archive would unpack to {units.size(total)}, over "
                              f"restore_max_bytes ({cap})")
     if stage is not None:
         free = shutil.disk_usage(stage).free
         if total > free:
             raise MagrayError(f"not enough free space to restore: the archive unpacks to "
-                              f"{total} bytes and {stage.parent} has {free} free")
+                              f"{units.size(total)} and {stage.parent} has {units.size(free)} free")
 
 
 def _scan_members(members: Iterable[tuple[archive.Entry, Iterator[bytes]]],
@@ -735,7 +736,8 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
             if confirm is None:
                 raise InputError(f"restoring {path.name} would replace the "
                                  f"{sum(current.values())} records and {trashed} in the "
-                                 f"trash in {where.data}; pass --yes to confirm")
+                                 f"trash in {where.data}; pass replace=True to confirm",
+                                 param="replace=True")
             if not confirm(plan):
                 raise MagrayError("restore cancelled; nothing was changed")
             confirmed = True
@@ -787,7 +789,7 @@ def _check_config(staged: Path, path: Path) -> None:
         config.read_file(staged)
     except InputError as exc:
         raise InputError(f"{path}: the archived config.toml is not usable ({exc}); restore "
-                         "with --no-config") from None
+                         "with config=False", param="config=False") from None
 
 
 def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
@@ -798,7 +800,7 @@ def _check_model(info: BackupInfo, expected: str, path: Path) -> None:
             f"{path} was embedded with {info.model_key} ({info.dim} dimensions) but the "
             f"model in effect is {expected}; run `magray config set model {name}` and "
             f"`magray config set truncate_dim {truncate or 0}` and restore again, or restore "
-            "with --config to take the archive's config")
+            "with config=True to take the archive's config", param="config=True")
 
 
 def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *,
@@ -819,7 +821,8 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
         if (sum(replaced.values()) or trashed) and not confirmed:
             raise InputError(f"{sum(replaced.values()) + trashed} records were stored or "
                              f"trashed in {where.data} while the archive was being checked; "
-                             "nothing was changed: restore again with --yes to replace them")
+                             "nothing was changed: restore again with replace=True to replace them",
+                             param="replace=True")
         if sum(replaced.values()) or trashed or (use_config and where.config_file.exists()):
             safety = _safety_archive(where, store, level=level, timeout=timeout)
         for layer in LAYERS:  # no index file is ever paired with the wrong database

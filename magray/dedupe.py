@@ -341,7 +341,7 @@ def merge(memory: "Memory", ids: Sequence[int]) -> Merged:
     kept where the first has none. The others go to the trash, as merged into the first."""
     wanted = list(dict.fromkeys(ids))
     if len(wanted) < 2:
-        raise InputError("--merge needs at least two record ids (the first is kept)")
+        raise InputError("ids: give at least two record ids (the first is kept)", param="ids")
     with memory.db.write() as conn:
         found = memory.db.records(wanted)
         NotFoundError.unless_all(wanted, found, "merged")

@@ -116,9 +116,9 @@ def promote(memory: "Memory", *, layers: Sequence[str] = (), threshold: float | 
     above their layer's threshold one layer up."""
     sources = _sources(layers)
     if threshold is not None and not 0 <= threshold <= 10:
-        raise InputError(f"--threshold must be from 0 to 10, got {threshold}")
+        raise InputError(f"threshold must be from 0 to 10, got {threshold}", param="threshold")
     if any(not isinstance(i, int) or i < 1 for i in ids):
-        raise InputError("--id: record ids are positive integers")
+        raise InputError("ids: record ids are positive integers", param="ids")
     rules, model, now = policies(memory.settings), scoring_model(memory.settings), clock.now()
     decisions = []
     for layer in sources:
@@ -137,10 +137,11 @@ def promote(memory: "Memory", *, layers: Sequence[str] = (), threshold: float | 
 def _sources(layers: Sequence[str]) -> tuple[str, ...]:
     for layer in layers:
         if layer == "assets":
-            raise InputError("--from assets: nothing is above assets; choose interact or "
-                             "insights")
+            raise InputError("layers: nothing is above assets; choose interact or insights",
+                             param="layers")
         if layer not in PROMOTABLE:
-            raise InputError(f"--from: unknown layer {layer!r} (choose interact or insights)")
+            raise InputError(f"layers: unknown layer {layer!r} (choose interact or insights)",
+                             param="layers")
     return tuple(dict.fromkeys(layers)) or PROMOTABLE
 
 

@@ -649,7 +649,7 @@ class Memory:
         ``limit=None`` lists them all."""
         _check_layers(layers)
         if limit is not None and limit < 1:
-            raise InputError(f"--limit must be at least 1, got {limit}")
+            raise InputError(f"limit must be at least 1, got {limit}", param="limit")
         return self.db.recent(layers or LAYERS, filters, limit)
 
     def export(self, *, layers: Sequence[str] = (), filters: Filters = Filters(),
@@ -800,7 +800,8 @@ class Memory:
         threshold = self.settings.near_duplicate_similarity if similarity is None \
             else similarity
         if not 0 < threshold <= 1:
-            raise InputError(f"--similarity must be above 0 and at most 1, got {threshold}")
+            raise InputError(f"similarity must be above 0 and at most 1, got {threshold}",
+                             param="similarity")
         return dedupe.clusters(self, tuple(dict.fromkeys(layers)) or LAYERS, threshold)
 
     def merge_duplicates(self, ids: Sequence[int]) -> "dedupe.Merged":
@@ -984,7 +985,7 @@ class Memory:
 
 def _check_layers(layers: Sequence[str]) -> None:
     for layer in layers:
-        check_layer(layer, "--layer")
+        check_layer(layer, "layers", param=True)
 
 
 def _best_first(item: tuple[int, float]) -> tuple[float, int]:
@@ -998,10 +999,12 @@ def _check_request(request: SearchRequest) -> None:
     if "\0" in request.query:
         raise InputError("the search query contains a NUL byte")
     if not 1 <= request.top_k <= 100:
-        raise InputError(f"--top-k must be from 1 to 100, got {request.top_k}")
+        raise InputError(f"top_k must be from 1 to 100, got {request.top_k}", param="top_k")
     if request.mode not in MODES:
-        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {request.mode!r}")
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}",
+                         param="mode")
     for layer in request.layers:
-        check_layer(layer, "--layer")
+        check_layer(layer, "layers", param=True)
     if request.min_score is not None and not -1.0 <= request.min_score <= 1e9:
-        raise InputError(f"--min-score must be at least -1, got {request.min_score}")
+        raise InputError(f"min_score must be at least -1, got {request.min_score}",
+                         param="min_score")

@@ -141,10 +141,3 @@ def test_eviction_order_lowest_value_then_longest_unused_then_oldest_id():
 ])
 def test_merge_guard_keeps_numbers_identifiers_and_negations_apart(new, old, merge):
     assert layers.may_merge(new, old) is merge
-
-
-def test_span_is_readable():
-    assert layers.span(timedelta(seconds=40)) == "40 s"
-    assert layers.span(timedelta(hours=24)) == "24 h"
-    assert layers.span(timedelta(days=90)) == "90 d"
-    assert layers.span(timedelta(days=3, hours=12)) == "3.5 d"
