@@ -20,10 +20,11 @@ import os
 import sqlite3
 import sys
 import types
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import files
 from .errors import IntegrityError
