@@ -65,6 +65,7 @@ def register_vector(conn: psycopg.Connection) -> None:
     info = TypeInfo.fetch(conn, "vector")
     if info is None:
         raise IntegrityError("the database has no pgvector extension (vector type)")
+    info.register(conn)  # COPY's set_types finds it by name
     VectorDumper.oid = info.oid
     conn.adapters.register_dumper(Vector, VectorDumper)
     conn.adapters.register_loader(info.oid, VectorLoader)

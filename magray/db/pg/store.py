@@ -487,6 +487,7 @@ class PostgresStore:
                           f"{ops}) WITH (m = {int(m)}, ef_construction = "
                           f"{int(ef_construction)}) WHERE layer = '{layer}'", conn=conn)
             self.set_meta(conn, "vector_index", spec)
+        self._run("ANALYZE records")  # a planner that knows the table uses the index
         return True
 
     def nearest(self, layer: str, vector: np.ndarray, k: int, filters: Filters = Filters(),
