@@ -1,0 +1,139 @@
+"""The ``database`` setting and the trust rules around a PostgreSQL memory: no password in
+magray's configuration, sslmode passed to libpq, one-line errors naming the server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from magray.db.pg.target import Postgres, parse_database
+from magray.errors import ConfigError, MagrayError
+
+
+def test_a_path_is_the_sqlite_store_and_a_url_the_postgresql_engine(tmp_path):
+    assert parse_database(None) is None and parse_database("  ") is None
+    assert parse_database(str(tmp_path / "m.db")) == tmp_path / "m.db"
+    assert parse_database("m.db", home=tmp_path) == tmp_path / "m.db"
+    target = parse_database("postgresql://magray@db.example:5433/memory?sslmode=verify-full")
+    assert isinstance(target, Postgres) and target.host == "db.example:5433"
+    assert parse_database("postgres://db/memory").host == "db"
+    assert parse_database("postgresql:///memory?host=/run/postgresql").host == "/run/postgresql"
+
+
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://me:secret@db/memory", "holds a password"),
+    ("postgresql://db/memory?password=secret", "never a password"),
+    ("postgresql://db/memory?sslmode=sometimes", "sslmode must be one of"),
+    ("postgresql://db/memory?sslrootcert=x&evil=1", "'evil' is not accepted"),
+    ("postgresql://db", "names no database"),
+    ("mysql://db/memory", "mysql:// is not supported"),
+])
+def test_bad_urls_are_refused_in_one_line(url, words):
+    with pytest.raises(ConfigError) as caught:
+        parse_database(url)
+    message = str(caught.value)
+    assert words in message and "\n" not in message and "secret" not in message
+
+
+def test_a_password_file_must_be_private(tmp_path):
+    secret = tmp_path / "pg-password"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    target = parse_database(f"postgresql://me@db/memory?password_file={secret}")
+    with pytest.raises(MagrayError, match="can be read by others.*chmod 600"):
+        target.conninfo()
+    secret.chmod(0o600)
+    assert "password=s3cret" in target.conninfo()
+    assert "s3cret" not in target.url
+
+
+def test_the_connection_string_bounds_the_wait_and_names_magray():
+    info = parse_database("postgresql://me@db/memory?sslmode=require").conninfo()
+    assert "connect_timeout=10" in info and "sslmode=require" in info
+    assert "application_name=magray" in info
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_server_is_one_line_naming_it():
+    pytest.importorskip("psycopg")
+    from magray.db.pg.store import PostgresStore
+
+    port = closed_port()
+    with pytest.raises(MagrayError) as caught:
+        PostgresStore.open(parse_database(f"postgresql://me@127.0.0.1:{port}/memory"))
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}" in message and "\n" not in message
+    assert type(caught.value) is MagrayError and caught.value.exit_code == 1
+
+
+def test_sslmode_require_is_honoured():
+    """A server that answers the SSL request with 'N' (no SSL): libpq must refuse it when
+    sslmode=require, and magray says so in one line."""
+    pytest.importorskip("psycopg")
+    from magray.db.pg.store import PostgresStore
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    asked = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            asked.append(conn.recv(8))  # SSLRequest: length 8, code 80877103
+            conn.sendall(b"N")
+            conn.recv(1024)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with pytest.raises(MagrayError) as caught:
+        PostgresStore.open(parse_database(
+            f"postgresql://me@127.0.0.1:{port}/memory?sslmode=require&connect_timeout=5"))
+    thread.join(5)
+    listener.close()
+    assert asked and asked[0][4:8] == (80877103).to_bytes(4, "big")
+    message = str(caught.value)
+    assert "SSL" in message and f"127.0.0.1:{port}" in message and "\n" not in message
+
+
+def test_the_role_script_grants_no_more_than_magray_needs():
+    script = (Path(__file__).parents[2] / "config" / "postgres-role.sql").read_text()
+    assert "SUPERUSER" not in script.replace("NOSUPERUSER", "")
+    assert "PASSWORD '" not in script  # no password written into a file
+    for needed in ("NOCREATEDB", "NOCREATEROLE", "CONNECTION LIMIT", "REVOKE ALL"):
+        assert needed in script
+
+
+def test_the_role_runs_a_memory_and_nothing_more(pg_server, pg_database):
+    """The script applied to a fresh database: magray, connected as that role, migrates and
+    stores; the role cannot create a database, a role, or objects in public."""
+    import psycopg
+
+    from magray.db.pg.store import PostgresStore
+    from magray.records import NewRecord
+
+    script = (Path(__file__).parents[2] / "config" / "postgres-role.sql").read_text()
+    with psycopg.connect(pg_server.uri(pg_database), autocommit=True) as admin:
+        admin.execute(script)
+    url = pg_server.url(pg_database).replace("postgres@", "magray@")
+    store = PostgresStore.open(parse_database(url))
+    try:
+        with store.write() as tx:
+            rid, _ = store.insert(tx, NewRecord("least privilege"), [0.6, 0.8], "2026-01-01")
+        assert store.records([rid])[rid].text == "least privilege"
+        assert store._run("SELECT current_schema()").fetchone()[0] == "magray"
+        for statement in ("CREATE DATABASE other", "CREATE ROLE other",
+                          "CREATE TABLE public.other (x int)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                store.conn.execute(statement)
+    finally:
+        store.close()
