@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import psycopg
-from psycopg import sql as pgsql
+from psycopg.pq import TransactionStatus
 
 from ... import clock
 from ...errors import BusyError, IntegrityError
@@ -111,8 +111,18 @@ class PostgresStore:
 
     def _run(self, sql: str, params: Sequence | None = None, *, binary: bool = False,
              conn: psycopg.Connection | None = None) -> psycopg.Cursor:
+        """Execute a statement. Outside a transaction, a connection found dead (the server
+        restarted since its last use) is replaced and the statement sent once more: nothing
+        was in flight on it, so nothing runs twice."""
+        used = conn or self.conn
+        idle = used.info.transaction_status == TransactionStatus.IDLE
         with self._guard():
-            return (conn or self.conn).cursor(binary=binary).execute(sql, params)
+            try:
+                return used.cursor(binary=binary).execute(sql, params)
+            except psycopg.OperationalError:
+                if conn is not None or not idle or not used.broken:
+                    raise
+            return self.conn.cursor(binary=binary).execute(sql, params)
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -120,6 +130,7 @@ class PostgresStore:
     def write(self) -> Iterator[psycopg.Connection]:
         """A write transaction holding the database's write lock (waiting up to the busy
         timeout for another client's, then BusyError)."""
+        self._run("SELECT 1")  # a connection that died since its last use is replaced now
         conn = self.conn
         with self._guard(), conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
@@ -128,6 +139,7 @@ class PostgresStore:
     @contextmanager
     def read(self) -> Iterator[psycopg.Connection]:
         """A read transaction: one consistent snapshot for several queries."""
+        self._run("SELECT 1")
         conn = self.conn
         with self._guard(), conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
