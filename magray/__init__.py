@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    if name == "Memory":  # imported on first use: it pulls in numpy and sqlite-utils
+    if name == "Memory":  # imported on first use: it pulls in numpy
         from .memory import Memory
 
         return Memory

@@ -42,7 +42,7 @@ from .errors import (BusyError, InputError, IntegrityError, MagrayError, ModelMi
                      NotFoundError)
 from .locks import locked
 from .paths import Paths, make_private_dir
-from .reader import SQLITE_BUSY, SQLITE_LOCKED, connect
+from .db.connection import SQLITE_BUSY, SQLITE_LOCKED, connect
 from .records import LAYERS
 
 FORMAT = "magray-backup"
@@ -752,7 +752,7 @@ def restore(where: Paths, store, path: Path, *, expected_key: Callable[[Path | N
 def _check_staged(db: Path, info: BackupInfo, path: Path) -> None:
     """The staged database must be sound, of a schema this magray knows, and be what the
     manifest describes."""
-    from .store import migrations
+    from .db import migrations
 
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -763,7 +763,7 @@ def _check_staged(db: Path, info: BackupInfo, path: Path) -> None:
         if problems != [("ok",)]:
             raise IntegrityError(f"{path}: the archived database failed integrity_check "
                                  f"({problems[0][0]})")
-        known = set(migrations.names)
+        known = set(migrations.names())
         applied = migrations.applied(conn)
         if applied - known:
             raise InputError(f"{path} holds a database from a newer magray (schema "

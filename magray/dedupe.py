@@ -20,6 +20,7 @@ import numpy as np
 
 from . import clock
 from .errors import InputError, NotFoundError
+from .layers import join
 from .lifecycle import search_many
 from .records import NewRecord, Record, Stored
 
@@ -253,7 +254,7 @@ def _stored(memory: "Memory", layer: str, ids: list[int]) -> dict[int, tuple[str
     if not ids:
         return {}
     keys, vectors = memory.db.vectors(ids, memory.dim)
-    texts = dict(memory.db.among(ids, "id, text", "layer = ?", (layer,)).fetchall())
+    texts = memory.db.texts(ids, layer)
     return {k: (texts[k], v) for k, v in zip(keys.tolist(), vectors) if k in texts}
 
 
@@ -290,8 +291,7 @@ def _layer_pairs(memory: "Memory", layer: str, threshold: float
     if view is None:
         return {}
     pairs: dict[tuple[int, int], float] = {}
-    ids = [r[0] for r in memory.db.conn.execute(
-        "SELECT id FROM records WHERE layer = ? ORDER BY id", (layer,))]
+    ids = memory.db.layer_ids(layer)
     margin = threshold - 0.01  # index distances may be approximate (f16)
     for start in range(0, len(ids), CLUSTER_CHUNK):
         keys, vectors = memory.db.vectors(ids[start:start + CLUSTER_CHUNK], memory.dim)
@@ -305,7 +305,7 @@ def _layer_pairs(memory: "Memory", layer: str, threshold: float
                     pairs[min(key, other), max(key, other)] = exact
     if not pairs:
         return {}
-    texts = dict(memory.db.among({i for p in pairs for i in p}, "id, text").fetchall())
+    texts = memory.db.texts({i for p in pairs for i in p})
     order = list(texts)
     blind = {i for i, bad in zip(order, unreadable(memory, [texts[i] for i in order])) if bad}
     return {p: s for p, s in pairs.items() if not blind & set(p)}
@@ -336,9 +336,10 @@ def _join(memory: "Memory", layer: str, pairs: Mapping[tuple[int, int], float]
 
 
 def merge(memory: "Memory", ids: Sequence[int]) -> Merged:
-    """Join records of one layer into the first: tags united, the highest importance, the
-    accesses summed, the earliest creation and latest access; kind, project and session
-    kept where the first has none. The others go to the trash, as merged into the first."""
+    """Join records of one layer into the first (``layers.join``: tags united, the highest
+    importance, the accesses summed, the earliest creation and latest access; kind, project
+    and session kept where the first has none). The others go to the trash, as merged into
+    the first."""
     wanted = list(dict.fromkeys(ids))
     if len(wanted) < 2:
         raise InputError("--merge needs at least two record ids (the first is kept)")
@@ -348,26 +349,8 @@ def merge(memory: "Memory", ids: Sequence[int]) -> Merged:
         group = [found[i] for i in wanted]
         if len({r.layer for r in group}) > 1:
             raise InputError("records of different layers cannot be merged; nothing was merged")
-        kept = _joined(group, clock.now_iso())
+        kept = join(group, clock.now_iso())
         memory.db.update_metadata(conn, kept)
         for record in group[1:]:
             memory.db.trash(conn, record.id, "merged", kept.updated_at, merged_into=kept.id)
     return Merged(kept, tuple(group[1:]))
-
-
-def _joined(group: Sequence[Record], when: str) -> Record:
-    from dataclasses import replace
-
-    first = group[0]
-    accesses = [r.last_access for r in group if r.last_access]
-    fields: dict[str, Any] = {
-        "tags": tuple(sorted({t for r in group for t in r.tags})),
-        "importance": max(r.importance for r in group),
-        "access_count": sum(r.access_count for r in group),
-        "created_at": min(r.created_at for r in group),
-        "last_access": max(accesses) if accesses else None, "updated_at": when}
-    for name in ("kind", "project", "session"):
-        fields[name] = getattr(first, name) or next(
-            (getattr(r, name) for r in group if getattr(r, name)), None)
-    return replace(first, **fields)
-

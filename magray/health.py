@@ -18,14 +18,15 @@ import sqlite3
 import struct
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import __version__, clock, config, paths
 from .errors import BusyError, MagrayError
 from .locks import locked
-from .reader import Reader
+from .db.reader import Reader
+from .layers import LayerPolicy
 from .records import LAYERS, model_key
 
 if TYPE_CHECKING:
@@ -279,7 +280,7 @@ class _Checker:
     def _trash(self, store: Reader) -> int:
         if "trash" not in self.tables:  # a database the running magray has not migrated yet
             return 0
-        return store.conn.execute("SELECT count(*) FROM trash").fetchone()[0]
+        return store.trash_count()
 
     def _unreadable(self, exc: Exception) -> None:
         self.alert("error", "database_unreadable",
@@ -323,17 +324,11 @@ class _Checker:
         capacity = config.layer_capacity(self.settings, name)
         records, oldest, newest, expired = 0, None, None, 0
         if self.store is not None:
-            conn = self.store.conn
             records = self.store.count(name)
-            # Two subqueries, so that each min/max is one step down the (layer, created_at) index.
-            oldest, newest = conn.execute(
-                "SELECT (SELECT min(created_at) FROM records WHERE layer = ?), "
-                "(SELECT max(created_at) FROM records WHERE layer = ?)", (name, name)).fetchone()
-            if ttl is not None and records:
-                expired = conn.execute(
-                    "SELECT count(*) FROM records WHERE layer = ? "
-                    "AND max(created_at, coalesce(last_access, created_at)) < ?",
-                    (name, expiry_cutoff(self.now, ttl))).fetchone()[0]
+            oldest, newest = self.store.created_range(name)
+            cutoff = LayerPolicy(name, ttl, capacity).cutoff(self.now)
+            if cutoff is not None and records:
+                expired = self.store.count_expired(name, cutoff)
         layer = LayerHealth(name, records, oldest, newest,
                             None if ttl is None else ttl.total_seconds(), expired, capacity,
                             self._index(name, records, dim))
@@ -445,33 +440,20 @@ class _Checker:
         return health
 
     def _cache(self) -> CacheHealth:
-        conn = self.store.conn
-        entries = conn.execute("SELECT count(*) FROM embed_cache").fetchone()[0]
+        entries = self.store.cache_entries()
         if "ops" not in self.tables:
             return CacheHealth(entries, 0, 0, 0, 0)
-        hits, misses = conn.execute(
-            "SELECT coalesce(sum(cache_hits), 0), coalesce(sum(cache_misses), 0) FROM ops"
-        ).fetchone()
-        hits_total, misses_total = conn.execute(
-            "SELECT coalesce(sum(cache_hits), 0), coalesce(sum(cache_misses), 0) FROM op_totals"
-        ).fetchone()
-        return CacheHealth(entries, hits, misses, hits_total, misses_total)
+        return CacheHealth(entries, *self.store.cache_use())
 
     def _operations(self) -> tuple[OperationStats, ...]:
-        conn = self.store.conn
         stats = []
         for op in OPERATIONS:
             if "ops" not in self.tables:
                 stats.append(OperationStats(op, 0, None, None, None, 0, 0.0))
                 continue
-            seconds = sorted(row[0] for row in conn.execute(
-                "SELECT seconds FROM ops WHERE op = ?", (op,)))
-            since = conn.execute("SELECT min(finished_at) FROM ops WHERE op = ?",
-                                 (op,)).fetchone()[0]
-            total = conn.execute("SELECT count, seconds FROM op_totals WHERE op = ?",
-                                 (op,)).fetchone() or (0, 0.0)
+            seconds, since, count, total = self.store.operation(op)
             stats.append(OperationStats(op, len(seconds), since, percentile(seconds, 0.5),
-                                        percentile(seconds, 0.99), total[0], total[1]))
+                                        percentile(seconds, 0.99), count, total))
         return tuple(stats)
 
     def _probe(self, model: ModelHealth, embedder: "Embedder | None") -> ModelHealth:
@@ -552,12 +534,6 @@ class _Checker:
 
 
 # -- small pieces ----------------------------------------------------------------------------
-
-
-def expiry_cutoff(now: Any, ttl: timedelta) -> str:
-    """Records last used (the later of created_at and last_access) before this ISO time are
-    past ``ttl``, as ``layers.LayerPolicy.cutoff`` says for ``magray clean``."""
-    return clock.iso(now - ttl)
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

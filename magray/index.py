@@ -17,7 +17,6 @@ import errno
 import importlib.util
 import json
 import os
-import sqlite3
 import sys
 import types
 from dataclasses import asdict, dataclass
@@ -27,13 +26,13 @@ from typing import TYPE_CHECKING, Literal
 from . import files
 from .errors import IntegrityError
 from .locks import locked
-from .reader import disk_full, nearly_full
+from .db.connection import disk_full, nearly_full
 
 if TYPE_CHECKING:
     import numpy as np
     from usearch.index import Index
 
-    from .store import Store
+    from .db.store import Store
 
 FORMAT = 2  # 2: several vectors per record (multi=True), one per passage of a long text
 PRUNE_EVERY = 10_000  # log rows kept per layer before they are pruned
@@ -304,22 +303,14 @@ class LayerIndex:
 
     def _add_passages(self, index: "Index", ids: list[int]) -> None:
         """A long record's other passages, under its id (magray/passages.py)."""
-        from . import passages
-
-        keys, vectors = passages.extra_vectors(self.store, ids, self.spec.dim)
+        keys, vectors = self.store.passage_vectors(ids, self.spec.dim)
         if len(keys):
             index.add(keys, vectors)
 
     def vector_count(self) -> int:
         """Vectors the layer's index holds: one per record, and one per further passage
         (plain SQL: `magray status` asks, and must not import numpy)."""
-        try:
-            extra = self.store.conn.execute(
-                "SELECT count(*) FROM passages p JOIN records r ON r.id = p.record_id "
-                "WHERE p.ordinal > 0 AND r.layer = ?", (self.layer,)).fetchone()[0]
-        except sqlite3.OperationalError:  # a database status reads before migration m006
-            extra = 0
-        return self.store.count(self.layer) + extra
+        return self.store.count(self.layer) + self.store.extra_passages(self.layer)
 
     def new_index(self) -> "Index":
         return usearch_index()(ndim=self.spec.dim, metric="ip", dtype=self.spec.dtype, multi=True,

@@ -31,14 +31,14 @@ The same score ranks records for eviction when a layer is over capacity: lowest 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from . import clock
 from .config import SCORE_FEATURES, parse_pairs
 from .errors import ConfigError
-from .records import LAYERS
+from .records import LAYERS, NewRecord, Record
 
 FEATURES = SCORE_FEATURES
 PROMOTES_TO = {"interact": "insights", "insights": "assets"}
@@ -278,33 +278,40 @@ def span(delta: timedelta | None) -> str:
     return f"{seconds:.0f} s"
 
 
-# -- near-duplicates ----------------------------------------------------------------------
-
-NEGATIONS = frozenset("""not no never nor none nothing nobody nowhere without cannot cant
-dont doesnt didnt isnt arent wasnt werent wont wouldnt shouldnt couldnt mustnt neednt
-hasnt havent hadnt""".split())
-_TOKEN = re.compile(r"\S+")
-_EXACT_MARKS = re.compile(r"[\d_/\\.:@#-]|[a-z][A-Z]")
+# -- joining records ----------------------------------------------------------------------
 
 
-def may_merge(new: str, old: str) -> bool:
-    """Whether two texts an embedding finds near-identical may become one record.
+def join(records: Sequence[Record], when: str | None = None, *, copies: bool = False
+         ) -> Record:
+    """Records that become one (the same text in one layer, or near-duplicates a person
+    merged) as that one: the first, keeping its id and text, with the tags united, the
+    highest importance, the earliest creation and the latest access; kind, project and
+    session the first's, else the first the others have. Their accesses add up, unless
+    ``copies``: the records are copies of one record's history (an imported export), whose
+    accesses are the same ones, so the largest count is kept and joining twice changes
+    nothing. ``updated_at`` becomes ``when``, or (None) the latest of theirs.
 
-    Embeddings are nearly blind to what makes two short notes different facts: a number or
-    an identifier (``INV-20931`` vs ``INV-20968``, ``db-7f3a``) and a negation ("always
-    restart" vs "never restart" scores 0.99 with all-MiniLM-L6-v2). Texts that differ in
-    either are never merged, whatever their similarity.
-    """
-    return exact_tokens(new) == exact_tokens(old) and negations(new) == negations(old)
+    The one rule for every join: a promotion into a layer holding the same text, the same
+    text stored again (one more access), an import, ``duplicates --merge`` and a redaction
+    that made two texts equal."""
+    first = records[0]
+    accesses = [r.last_access for r in records if r.last_access]
+    counts = [r.access_count for r in records]
+    fields: dict[str, Any] = {
+        "tags": tuple(sorted({t for r in records for t in r.tags})),
+        "importance": max(r.importance for r in records),
+        "access_count": max(counts) if copies else sum(counts),
+        "created_at": min(r.created_at for r in records),
+        "last_access": max(accesses) if accesses else None,
+        "updated_at": when if when is not None else max(r.updated_at for r in records)}
+    for name in ("kind", "project", "session"):
+        fields[name] = getattr(first, name) or next(
+            (getattr(r, name) for r in records if getattr(r, name)), None)
+    return replace(first, **fields)
 
 
-def exact_tokens(text: str) -> list[str]:
-    """Tokens that name something exactly: with a digit, inner punctuation or camelCase."""
-    tokens = (t.strip(".,;:!?()[]{}\"'`") for t in _TOKEN.findall(text))
-    return sorted(t.lower() for t in tokens if t and _EXACT_MARKS.search(t))
-
-
-def negations(text: str) -> set[str]:
-    words = (w.replace("'", "").replace("\u2019", "") for w in re.findall(r"[\w'\u2019]+",
-                                                                           text.lower()))
-    return {w for w in words if w in NEGATIONS}
+def access(record: Record, item: NewRecord, when: str) -> Record:
+    """The same text stored again, as a record to join with the stored one: one access
+    now, bringing the new item's tags and importance (nothing else of it)."""
+    return replace(record, kind=None, tags=tuple(item.tags), project=None, session=None,
+                   last_access=when, access_count=1, importance=item.importance)

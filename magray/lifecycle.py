@@ -11,15 +11,14 @@ and the next sync (every search does one) repairs it. Nothing here loads the mod
 from __future__ import annotations
 
 import errno
-import json
-import sqlite3
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from . import clock
+from .db.base import Unchanged
 from .errors import InputError, MagrayError, NotFoundError
 from .layers import (NEIGHBOURS_FULL, PROMOTES_TO, Facts, LayerPolicy, PromotionDecision,
                      ScoringModel, decide, eviction_order, expired, policies, score,
@@ -29,11 +28,10 @@ from .records import LAYERS
 if TYPE_CHECKING:
     from usearch.index import Index
 
+    from .db.base import Repository
     from .memory import Memory
-    from .store import Store
 
 PROMOTABLE = tuple(PROMOTES_TO)
-FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"
 VECTOR_CHUNK = 4096  # records whose vectors are read (and searched) at once
 MB = 1024 * 1024
 
@@ -158,31 +156,11 @@ def _apply_promotions(memory: "Memory", decisions: list[PromotionDecision], dry_
             for d in decisions]
 
 
-def move(conn: sqlite3.Connection, decision: PromotionDecision, when: str, store: "Store"
+def move(tx: Any, decision: PromotionDecision, when: str, store: "Repository"
          ) -> tuple[str, int | None]:
-    """Move one record up, inside a write transaction: a single UPDATE of its layer, which
-    the index-log triggers record for both layers. If its text is already in the target
-    layer, the two become one record there (accesses summed, tags merged) and the moved
-    one goes to the trash, as merged into it."""
-    row = conn.execute("SELECT content_hash, tags, access_count, importance, created_at, "
-                       "last_access FROM records WHERE id = ? AND layer = ?",
-                       (decision.id, decision.layer)).fetchone()
-    if row is None:
-        return "changed", None
-    twin = conn.execute("SELECT id, tags, created_at, last_access FROM records WHERE "
-                        "layer = ? AND content_hash = ?", (decision.target, row[0])).fetchone()
-    if twin is None:
-        conn.execute("UPDATE records SET layer = ?, updated_at = ? WHERE id = ?",
-                     (decision.target, when, decision.id))
-        return "promoted", None
-    tags = json.dumps(sorted(set(json.loads(row[1])) | set(json.loads(twin[1]))))
-    last_access = max(filter(None, (row[5], twin[3])), default=None)
-    conn.execute("UPDATE records SET access_count = access_count + ?, tags = ?, "
-                 "importance = max(importance, ?), created_at = ?, last_access = ?, "
-                 "updated_at = ? WHERE id = ?",
-                 (row[2], tags, row[3], min(row[4], twin[2]), last_access, when, twin[0]))
-    store.trash(conn, decision.id, "merged", when, merged_into=twin[0])
-    return "merged", twin[0]
+    """Move one record up, inside a write transaction (``Repository.move``: if its text is
+    already in the target layer, the two are joined there and the moved one is trashed)."""
+    return store.move(tx, decision.id, decision.layer, decision.target, when)
 
 
 # -- facts ----------------------------------------------------------------------------------
@@ -193,13 +171,9 @@ def gather_facts(memory: "Memory", layer: str, model: ScoringModel, ids: Sequenc
     """The facts of a layer's records (or of ``ids`` among them), near neighbours counted."""
     if memory.recorded_model()[1] is None:
         return []  # nothing was ever stored
-    if ids:
-        rows = sorted(memory.db.among(ids, FACT_COLUMNS, "layer = ?", (layer,)))
-    else:
-        rows = memory.db.conn.execute(f"SELECT {FACT_COLUMNS} FROM records WHERE layer = ? "
-                                      f"ORDER BY id", (layer,)).fetchall()
-    counts = neighbour_counts(memory, layer, [r[0] for r in rows], model.neighbour_similarity)
-    return [Facts(*row, neighbours=counts.get(row[0], 0)) for row in rows]
+    found = memory.db.facts(layer, ids or None)
+    counts = neighbour_counts(memory, layer, [f.id for f in found], model.neighbour_similarity)
+    return [replace(f, neighbours=counts.get(f.id, 0)) for f in found]
 
 
 def neighbour_counts(memory: "Memory", layer: str, ids: Sequence[int], similarity: float
@@ -316,11 +290,7 @@ def _expired(memory: "Memory", policy: LayerPolicy, now, movers: Mapping[int, ob
     cutoff = policy.cutoff(now)
     if cutoff is None:
         return []
-    rows = memory.db.conn.execute(
-        f"SELECT {FACT_COLUMNS} FROM records WHERE layer = ? "
-        f"AND max(created_at, coalesce(last_access, created_at)) < ? ORDER BY id",
-        (policy.layer, cutoff)).fetchall()
-    candidates = [Facts(*row) for row in rows if row[0] not in movers]
+    candidates = [f for f in memory.db.expired(policy.layer, cutoff) if f.id not in movers]
     candidates += [f for f in moved_in if expired(f, policy, now)]
     return [_removal(f, "expired") for f in candidates]
 
@@ -364,9 +334,8 @@ def _apply_clean(memory: "Memory", decisions: list[PromotionDecision],
             # To the trash, and only if nobody used or moved it since the plan: a search in
             # between saves it.
             if memory.db.trash(conn, removal.id, removal.reason, when,
-                               where="layer = ? AND access_count = ? AND last_access IS ?",
-                               params=(removal.layer, removal.access_count,
-                                       removal.last_access)):
+                               unchanged=Unchanged(removal.layer, removal.access_count,
+                                                   removal.last_access)):
                 removed.append(removal)
     touched = ({d.layer for d in decisions if d.id in done}
                | {d.target for d in decisions if d.id in done} | {r.layer for r in removed})
@@ -385,20 +354,7 @@ def prune_cache(memory: "Memory", limit_mb: float, *, dry_run: bool = False
                 ) -> tuple[int, int]:
     """Drop the least recently used embedding-cache entries beyond ``limit_mb``.
     Returns (entries, bytes) pruned, or that would be in a dry run."""
-    sql = ("SELECT model, text_hash, size FROM (SELECT model, text_hash, "
-           "length(vector) + length(text_hash) + length(model) AS size, "
-           "sum(length(vector) + length(text_hash) + length(model)) OVER "
-           "(ORDER BY last_used DESC, model, text_hash) AS kept FROM embed_cache) "
-           "WHERE kept > ?")
-    limit = int(limit_mb * MB)
-    if dry_run:
-        rows = memory.db.conn.execute(sql, (limit,)).fetchall()
-        return len(rows), sum(r[2] for r in rows)
-    with memory.db.write() as conn:
-        rows = conn.execute(sql, (limit,)).fetchall()
-        conn.executemany("DELETE FROM embed_cache WHERE model = ? AND text_hash = ?",
-                         [(r[0], r[1]) for r in rows])
-    return len(rows), sum(r[2] for r in rows)
+    return memory.db.prune_cache(int(limit_mb * MB), dry_run=dry_run)
 
 
 def _chunks(values: list, size: int) -> Iterable[list]:

@@ -7,11 +7,9 @@ old ones in a single transaction together with the recorded model and dimension.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
-import numpy as np
 
 from . import files
 from .errors import IntegrityError, ModelMismatchError
@@ -92,10 +90,7 @@ def optimize(memory: "Memory", *, reembed: bool = False, progress: Progress | No
     orphans = {"index_log": _prune_index_log(memory),
                "embed_cache": _prune_foreign_cache(memory), "temp_files": temp_files}
     fts = _optimize_fts(memory)
-    with memory.db._busy_guard():
-        memory.db.conn.execute("VACUUM")
-        memory.db.conn.execute("ANALYZE")
-        memory.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    memory.db.compact()
     return OptimizeReport(compactions, before, database_bytes(memory), fts, orphans, reembedded)
 
 
@@ -118,10 +113,7 @@ def _prune_index_log(memory: "Memory") -> int:
         state = memory.index(layer).state() if memory.recorded_model()[1] else None
         if state is None:
             continue
-        pruned += memory.db.conn.execute(
-            "SELECT count(*) FROM index_log WHERE layer = ? AND seq <= ?",
-            (layer, state.seq)).fetchone()[0]
-        memory.db.prune_log(layer, state.seq)
+        pruned += memory.db.prune_log(layer, state.seq)
     return pruned
 
 
@@ -130,9 +122,7 @@ def _prune_foreign_cache(memory: "Memory") -> int:
     key = memory.recorded_model()[0]
     if key is None:
         return 0
-    with memory.db.write() as conn:
-        return conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
-                            (f"{key}|document", f"{key}|query")).rowcount
+    return memory.db.keep_cache_of((f"{key}|document", f"{key}|query"))
 
 
 def _remove_temp_files(memory: "Memory") -> int:
@@ -150,15 +140,7 @@ def _remove_temp_files(memory: "Memory") -> int:
 
 
 def _optimize_fts(memory: "Memory") -> str:
-    with memory.db.write() as conn:
-        try:
-            conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('integrity-check', 1)")
-            outcome = "optimized"
-        except (sqlite3.DatabaseError, IntegrityError):  # the check failed: SQLITE_CORRUPT
-            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
-            outcome = "rebuilt"
-        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
-    return outcome
+    return memory.db.optimize_keywords()
 
 
 def database_bytes(memory: "Memory") -> int:
@@ -193,8 +175,7 @@ def reembed_all(memory: "Memory", *, progress: Progress | None = None) -> Reembe
         return ReembedReport(target, previous_dim or 0, previous, previous_dim, 0, 0)
     if pending_for != target:  # another model's leftovers, or a first run: start over
         _forget_pending(db, target)
-    resumed = db.conn.execute("SELECT count(*) FROM records "
-                              "WHERE pending_embedding IS NOT NULL").fetchone()[0]
+    resumed = db.reembed_counts()[0]
     dim, embedded = embedder.dim, 0
     while True:
         for rows in _unembedded(db):
@@ -213,23 +194,16 @@ def pending_reembed(memory: "Memory") -> int:
     pending_for = memory.db.meta("reembed_target")
     if recorded is None or recorded == target:
         return 0
-    where = " WHERE pending_embedding IS NULL" if pending_for == target else ""
-    return memory.db.conn.execute(f"SELECT count(*) FROM records{where}").fetchone()[0]
+    done, left = memory.db.reembed_counts()
+    return left if pending_for == target else done + left
 
 
 def _forget_pending(db, target: str | None) -> None:
-    with db.write() as conn:
-        conn.execute("UPDATE records SET pending_embedding = NULL "
-                     "WHERE pending_embedding IS NOT NULL")
-        if target is None:
-            conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
-        else:
-            db.set_meta(conn, "reembed_target", target)
+    db.restart_reembed(target)
 
 
 def _unembedded(db) -> Iterator[list[tuple[int, str]]]:
-    while rows := db.conn.execute("SELECT id, text FROM records WHERE pending_embedding IS NULL "
-                                  "ORDER BY id LIMIT ?", (REEMBED_BATCH,)).fetchall():
+    while rows := db.unembedded(REEMBED_BATCH):
         yield rows
 
 
@@ -243,28 +217,11 @@ def _embed_batch(memory: "Memory", rows: list[tuple[int, str]], target: str, dim
     if any(v.shape != (dim,) for v in vectors):
         raise ModelMismatchError(f"the model {target} made vectors of another size than its "
                                  f"{dim} dimensions")
-    with memory.db.write() as conn:
-        conn.executemany("UPDATE records SET pending_embedding = ? WHERE id = ? AND text = ?",
-                         [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), record_id, text)
-                          for (record_id, text), v in zip(rows, vectors)])
+    memory.db.stage_vectors([(record_id, text, v) for (record_id, text), v in zip(rows, vectors)])
 
 
 def _switch(memory: "Memory", target: str, dim: int) -> bool:
     """Swap every new vector in, and record the model, if no record still lacks one
-    (another process may have stored some meanwhile: then False, embed those first)."""
-    db = memory.db
-    with db.write() as conn:
-        if conn.execute("SELECT 1 FROM records WHERE pending_embedding IS NULL LIMIT 1"
-                        ).fetchone():
-            return False
-        conn.execute("UPDATE records SET embedding = pending_embedding, pending_embedding = NULL")
-        # Passages are split and embedded again with the new model (passages.upgrade)
-        conn.execute("DELETE FROM passages")
-        conn.execute("DELETE FROM meta WHERE key = 'passages_checked'")
-        db.set_meta(conn, "model", memory.embedder.name)
-        db.set_meta(conn, "model_key", target)
-        db.set_meta(conn, "dim", str(dim))
-        conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
-        conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
-                     (f"{target}|document", f"{target}|query"))
-    return True
+    (another process may have stored some meanwhile: then False, embed those first).
+    Passages are split and embedded again with the new model (passages.upgrade)."""
+    return memory.db.switch_vectors(memory.embedder.name, target, dim)

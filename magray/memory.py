@@ -29,7 +29,7 @@ from .index import IndexSpec, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
                       Trashed, content_hash)
-from .store import Op, Store, VectorNeeded, fts_query
+from .db.store import Op, Store, VectorNeeded, fts_query
 
 if TYPE_CHECKING:
     from . import dedupe, lifecycle, maintenance, scan
@@ -370,9 +370,7 @@ class Memory:
                 record_id, duplicate = self.db.insert(conn, item, vectors.get(item.text), when)
                 near = found.get(n)
                 if not duplicate and item.text in parts:  # a long text: all its passages
-                    from . import passages
-
-                    passages.insert(conn, record_id, parts[item.text])
+                    self.db.insert_passages(conn, record_id, parts[item.text])
                 if duplicate:
                     results.append(Stored(record_id, item.layer, True, 1.0))
                 elif near is None:
@@ -562,7 +560,7 @@ class Memory:
             k *= 4
 
     def _passing(self, ids: list[int], layer: str, filters: Filters) -> list[int]:
-        from .store import filter_sql
+        from .db.store import filter_sql
 
         where, params = filter_sql([layer], filters)
         return [r[0] for r in self.db.among(ids, "id", where, params)]

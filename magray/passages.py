@@ -14,18 +14,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .records import Passage
 
 if TYPE_CHECKING:
-    import sqlite3
-
+    from .db.base import Repository
     from .embedding import Embedder
     from .memory import Memory
-    from .store import Store
 
 OVERLAP = 48  # tokens two neighbouring passages share: a sentence cut at one edge is whole
 FALLBACK_WINDOW = 256  # words and marks per passage for a model without a local tokenizer
@@ -149,66 +147,18 @@ def embed(texts: Sequence[str], tokens: Tokens,
     return result
 
 
-def insert(conn: "sqlite3.Connection", record_id: int,
-           parts: Sequence[tuple[Passage, np.ndarray]], layer: str | None = None) -> None:
-    """Write a record's passages (replacing any), inside the caller's write transaction.
-    ``layer``: log the record for its layer's index (needed when the record is not new)."""
-    conn.execute("DELETE FROM passages WHERE record_id = ?", (record_id,))
-    conn.executemany(
-        "INSERT INTO passages (record_id, ordinal, start, end, embedding) VALUES (?, ?, ?, ?, ?)",
-        [(record_id, p.ordinal, p.start, p.end,
-          np.ascontiguousarray(v, dtype=np.float32).tobytes()) for p, v in parts])
-    if layer is not None:
-        conn.execute("INSERT INTO index_log(layer, record_id) VALUES (?, ?)", (layer, record_id))
-
-
-def extra_vectors(store: "Store", ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(record ids, vectors) of the passages after the first of these records: what a layer's
-    index holds beside each record's own vector."""
-    keys, blobs = [], []
-    for chunk in _chunks(list(ids), 900):
-        for rid, blob in store.conn.execute(
-                f"SELECT record_id, embedding FROM passages WHERE ordinal > 0 AND record_id "
-                f"IN ({', '.join('?' * len(chunk))})", chunk):
-            keys.append(rid)
-            blobs.append(blob)
-    return np.array(keys, dtype=np.int64), _matrix(blobs, dim)
-
-
-def best(store: "Store", qvec: np.ndarray, ids: Iterable[int], dim: int
+def best(store: "Repository", qvec: np.ndarray, ids: Iterable[int], dim: int
          ) -> dict[int, tuple[float, Passage]]:
     """For those of ``ids`` that have passages: the best passage's similarity to ``qvec``."""
-    rows: list[tuple[int, Passage]] = []
-    blobs = []
-    for chunk in _chunks(list(ids), 900):
-        for rid, ordinal, start, end, blob in store.conn.execute(
-                f"SELECT record_id, ordinal, start, end, embedding FROM passages WHERE "
-                f"record_id IN ({', '.join('?' * len(chunk))})", chunk):
-            rows.append((rid, Passage(ordinal, start, end)))
-            blobs.append(blob)
+    rows, matrix = store.passages(ids, dim)
     if not rows:
         return {}
-    scores = (_matrix(blobs, dim) @ qvec).astype(float).tolist()
+    scores = (matrix @ qvec).astype(float).tolist()
     found: dict[int, tuple[float, Passage]] = {}
     for (rid, passage), score in zip(rows, scores):
         if rid not in found or score > found[rid][0]:
             found[rid] = (score, passage)
     return found
-
-
-def _matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    from .store import _matrix
-
-    return _matrix(blobs, dim)
-
-
-def _chunks(values: list, size: int):
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
-_UNSPLIT = ("SELECT id, text, layer FROM records WHERE id > ? AND id <= ? AND length(text) > ? "
-            "AND NOT EXISTS (SELECT 1 FROM passages WHERE record_id = records.id)")
 
 
 def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> int:
@@ -222,15 +172,14 @@ def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> 
     through = db.issued_through()
     if through <= checked:
         return 0
-    if db.conn.execute(_UNSPLIT + " LIMIT 1", (checked, through, MIN_WINDOW)).fetchone():
+    if db.unsplit(checked, through, MIN_WINDOW, 1):
         # Only now is the model's tokenizer needed (lifecycle commands never load a model);
         # under another model than the recorded one, `optimize --reembed` will do this.
         if memory.recorded_model()[0] != memory.embedder.key:
             return 0
     upgraded = 0
     after = checked
-    while batch := db.conn.execute(_UNSPLIT + " ORDER BY id LIMIT 256",
-                                   (after, through, MIN_WINDOW)).fetchall():
+    while batch := db.unsplit(after, through, MIN_WINDOW, 256):
         after = batch[-1][0]
         keys, whole = db.vectors([rid for rid, _, _ in batch], memory.dim)
         by_id = dict(zip(keys.tolist(), whole))
@@ -240,7 +189,7 @@ def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> 
         with db.write() as conn:
             for rid, text, layer in batch:
                 if text in parts and rid in by_id:
-                    insert(conn, rid, parts[text], layer)
+                    db.insert_passages(conn, rid, parts[text], layer)
                     upgraded += 1
         if progress:
             progress(len(batch))
@@ -249,9 +198,9 @@ def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> 
     return upgraded
 
 
-def recheck(store: "Store", conn: "sqlite3.Connection", ids: Sequence[int]) -> None:
+def recheck(store: "Repository", tx: Any, ids: Sequence[int]) -> None:
     """Have the next ``upgrade`` look at these records again (for a record brought back,
     e.g. from the trash, without its passages), inside the caller's write transaction."""
     if ids:
         checked = int(store.meta("passages_checked") or 0)
-        store.set_meta(conn, "passages_checked", str(min(checked, min(ids) - 1)))
+        store.set_meta(tx, "passages_checked", str(min(checked, min(ids) - 1)))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterable
 
@@ -254,20 +254,8 @@ def _vector(data: dict, where: str) -> tuple["np.ndarray | None", str | None]:
 # -- merging ------------------------------------------------------------------------------
 
 def merge(current: Record, incoming: Record) -> Record:
-    """The stored record joined with an imported copy of the same text in the same layer.
-    Every field takes a join (union, min, max), so merging twice changes nothing more."""
-    def latest(a: str | None, b: str | None) -> str | None:
-        return max(a, b) if a and b else a or b
+    """The stored record joined with an imported copy of the same text in the same layer
+    (``layers.join`` of two copies of one history: merging twice changes nothing more)."""
+    from .layers import join
 
-    return replace(
-        current,
-        tags=tuple(sorted(set(current.tags) | set(incoming.tags))),
-        kind=current.kind or incoming.kind,
-        project=current.project or incoming.project,
-        session=current.session or incoming.session,
-        created_at=min(current.created_at, incoming.created_at),
-        updated_at=max(current.updated_at, incoming.updated_at),
-        last_access=latest(current.last_access, incoming.last_access),
-        access_count=max(current.access_count, incoming.access_count),
-        importance=max(current.importance, incoming.importance),
-    )
+    return join([current, incoming], copies=True)

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from fakes import FakeEmbedder
-from magray import Memory, NewRecord, clock, health, store as store_module
-from magray.store import migrations
+from magray import Memory, NewRecord, clock, health
+from magray.db import store as store_module
+from magray.db import migrations
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -398,11 +399,9 @@ def test_database_from_an_older_magray_is_read_without_upgrading(fake_model, hom
     (home / "data").mkdir(parents=True)
     import sqlite3
 
-    import sqlite_utils
-
-    db = sqlite_utils.Database(sqlite3.connect(home / "data" / "magray.db"))
+    db = sqlite3.connect(home / "data" / "magray.db")
     migrations.apply(db, stop_before="m002_ops")
-    db.conn.commit()
+    db.commit()
     db.close()
     result, data = status_json(cli)
     assert result.code == 0 and data["alerts"] == []

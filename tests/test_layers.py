@@ -1,4 +1,4 @@
-"""The pure lifecycle model: policies, scores and their explanations, expiry, merge guard."""
+"""The pure lifecycle model: policies, scores and their explanations, expiry, the join rule."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -128,23 +128,60 @@ def test_eviction_order_lowest_value_then_longest_unused_then_oldest_id():
     assert [f.id for f, _ in order] == [4, 2, 3, 1]
 
 
-@pytest.mark.parametrize("new, old, merge", [
-    ("restart nginx after you edit its config", "restart nginx after editing its config", True),
-    ("The deploy is broken again!", "the deploy is broken again", True),
-    ("never restart nginx after editing", "always restart nginx after editing", False),
-    ("the api key is not in the vault", "the api key is in the vault", False),
-    ("don't deploy on fridays", "deploy on fridays", False),
-    ("vendor invoice INV-20296 was paid in march", "vendor invoice INV-20000 was paid in march",
-     False),
-    ("host db-1003 runs the billing replica", "host db-1000 runs the billing replica", False),
-    ("call getUserName first", "call getUserId first", False),
-])
-def test_merge_guard_keeps_numbers_identifiers_and_negations_apart(new, old, merge):
-    assert layers.may_merge(new, old) is merge
-
-
 def test_span_is_readable():
     assert layers.span(timedelta(seconds=40)) == "40 s"
     assert layers.span(timedelta(hours=24)) == "24 h"
     assert layers.span(timedelta(days=90)) == "90 d"
     assert layers.span(timedelta(days=3, hours=12)) == "3.5 d"
+
+
+# -- the one rule that joins records -----------------------------------------------------------
+
+
+def record(record_id, **fields):
+    from magray.records import Record
+
+    values = dict(id=record_id, text="the same text", layer="insights", kind=None, tags=(),
+                  project=None, session=None, created_at="2030-01-02T00:00:00.000000Z",
+                  updated_at="2030-01-02T00:00:00.000000Z", last_access=None, access_count=0,
+                  importance=0.0, content_hash="h")
+    return Record(**{**values, **fields})
+
+
+def test_join_keeps_the_first_and_unites_the_rest():
+    kept = record(1, tags=("b",), access_count=2, importance=0.2, project="home",
+                  created_at="2030-01-05T00:00:00.000000Z",
+                  last_access="2030-01-06T00:00:00.000000Z")
+    other = record(2, tags=("a", "b"), access_count=3, importance=0.7, kind="fact",
+                   project="work", session="s", created_at="2030-01-01T00:00:00.000000Z",
+                   last_access="2030-01-09T00:00:00.000000Z", text="other")
+    joined = layers.join([kept, other], "2030-02-01T00:00:00.000000Z")
+    assert (joined.id, joined.text, joined.tags) == (1, "the same text", ("a", "b"))
+    assert (joined.kind, joined.project, joined.session) == ("fact", "home", "s")
+    assert (joined.access_count, joined.importance) == (5, 0.7)
+    assert joined.created_at == "2030-01-01T00:00:00.000000Z"
+    assert joined.last_access == "2030-01-09T00:00:00.000000Z"
+    assert joined.updated_at == "2030-02-01T00:00:00.000000Z"
+
+
+def test_joining_copies_of_one_history_keeps_the_larger_count_and_is_idempotent():
+    current = record(1, access_count=4, updated_at="2030-01-03T00:00:00.000000Z")
+    imported = record(9, access_count=3, tags=("x",), updated_at="2030-01-08T00:00:00.000000Z")
+    once = layers.join([current, imported], copies=True)
+    assert (once.id, once.access_count, once.tags) == (1, 4, ("x",))
+    assert once.updated_at == "2030-01-08T00:00:00.000000Z"
+    assert layers.join([once, imported], copies=True) == once
+
+
+def test_the_same_text_stored_again_is_one_access_bringing_tags_and_importance():
+    from magray.records import NewRecord
+
+    stored = record(1, tags=("a",), access_count=2, importance=0.5, kind="fact",
+                    last_access="2030-01-03T00:00:00.000000Z")
+    item = NewRecord("the same text", layer="insights", tags=("b",), importance=0.9,
+                     kind="other", project="p")
+    joined = layers.join([stored, layers.access(stored, item, "2030-01-04T00:00:00.000000Z")])
+    assert (joined.access_count, joined.tags, joined.importance) == (3, ("a", "b"), 0.9)
+    assert (joined.kind, joined.project) == ("fact", None)
+    assert joined.last_access == "2030-01-04T00:00:00.000000Z"
+    assert (joined.created_at, joined.updated_at) == (stored.created_at, stored.updated_at)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from ..errors import InputError
 from ..records import NewRecord, Source
-from . import sources
 from .markdown import Section, sections
 from .walk import Found, Skipped, walk
 
@@ -111,7 +110,7 @@ def _plan(memory: "Memory", found: Found, limit: int, skipped: list[Skipped]) ->
     from ..ingest import check_text
 
     digest = hashlib.sha256(found.data).hexdigest()
-    recorded = sources.file_hashes(memory.db, [found.path]).get(found.path, set())
+    recorded = memory.db.file_hashes([found.path]).get(found.path, set())
     if recorded == {digest}:
         return None
     texts = []
@@ -121,7 +120,7 @@ def _plan(memory: "Memory", found: Found, limit: int, skipped: list[Skipped]) ->
                           section))
         except InputError as exc:
             skipped.append(Skipped(found.path, f"a section was left out ({exc})"))
-    return _Plan(found, digest, texts, sources.records_of(memory.db, found.path),
+    return _Plan(found, digest, texts, memory.db.records_from(found.path),
                  new=not recorded)
 
 
@@ -163,12 +162,12 @@ def _apply(memory: "Memory", plans: list[_Plan], template: NewRecord, counts: di
         if dry_run:
             continue
         with memory.db.write() as conn:
-            sources.drop(conn, plan.found.path)
+            memory.db.drop_sources(conn, plan.found.path)
             for text, section in plan.texts:
                 rid = plan.kept.get(NewRecord(text).content_hash) or stored[text]
-                sources.put(conn, rid, Source(plan.found.path, section.line_start,
-                                              section.line_end, len(section.prefix)),
-                            plan.digest)
+                memory.db.put_source(conn, rid, Source(plan.found.path, section.line_start,
+                                                       section.line_end, len(section.prefix)),
+                                     plan.digest)
         removed += gone
         if progress:
             progress(1)
@@ -179,16 +178,16 @@ def _prune(memory: "Memory", paths: Sequence[str | Path], seen: set[str],
            counts: dict[str, int], dry_run: bool) -> None:
     """Remove what files under ``paths`` that no longer exist had brought in."""
     given = [str(Path(p).expanduser().absolute()) for p in paths]
-    gone = [p for p in sources.paths_under(memory.db, given) if p not in seen
+    gone = [p for p in memory.db.source_paths(given) if p not in seen
             and not Path(p).is_file()]
     removed: list[int] = []
     for path in gone:
-        held = list(sources.records_of(memory.db, path))
+        held = list(memory.db.records_from(path))
         counts["files_removed"] += 1
         counts["sections_removed"] += len(held)
         if not dry_run:
             with memory.db.write() as conn:
-                sources.drop(conn, path)
+                memory.db.drop_sources(conn, path)
             removed += held
     _forget_unsourced(memory, removed)
 
@@ -196,7 +195,7 @@ def _prune(memory: "Memory", paths: Sequence[str | Path], seen: set[str],
 def _forget_unsourced(memory: "Memory", ids: Iterable[int]) -> None:
     """Forget (into the trash, where there is one) the records no file holds any more."""
     ids = list(dict.fromkeys(ids))
-    orphans = [i for i in ids if i not in sources.still_sourced(memory.db, ids)]
+    orphans = [i for i in ids if i not in memory.db.still_sourced(ids)]
     existing = [i for i in orphans if memory.get(i) is not None]
     if existing:
         memory.forget(existing)

@@ -7,7 +7,8 @@ import numpy as np
 
 import magray.memory as memory_module
 from magray import NewRecord
-from magray.store import Store, migrations
+from magray.db import migrations
+from magray.db.store import Store
 
 
 def test_index_view_is_kept_while_fresh_and_reopened_after_a_change(fake_memory):
@@ -75,7 +76,7 @@ def test_migrations_are_checked_with_plain_sql(tmp_path):
 
 def test_lookups_by_id_use_the_primary_key_not_a_layer_walk(fake_memory):
     from magray.records import Filters
-    from magray.store import filter_sql
+    from magray.db.store import filter_sql
 
     fake_memory.store_texts([f"note {i}" for i in range(30)], layer="assets",
                             tags=["t"], project="p")

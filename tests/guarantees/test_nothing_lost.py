@@ -236,10 +236,8 @@ def test_unrelated_searches_do_not_count_as_accesses(memory):
 
 
 def test_an_old_database_migrates_without_touching_records_or_indexes(home):
-    import sqlite_utils
-
     from fakes import FakeEmbedder
-    from magray.store import migrations
+    from magray.db import migrations
 
     embedder = FakeEmbedder()
     with Memory.open(home, embedder=embedder) as m:
@@ -253,7 +251,7 @@ def test_an_old_database_migrates_without_touching_records_or_indexes(home):
                        "DELETE FROM _sqlite_migrations WHERE name IN "
                        "('m004_trash', 'm005_repair_text', 'm006_passages');")
     old = sqlite3.connect(":memory:")
-    migrations.apply(sqlite_utils.Database(old), stop_before="m004_trash")
+    migrations.apply(old, stop_before="m004_trash")
     schema = ("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
               "ORDER BY name")
     assert conn.execute(schema).fetchall() == old.execute(schema).fetchall()

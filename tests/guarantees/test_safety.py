@@ -148,7 +148,7 @@ def test_a_full_disk_is_an_operational_error_and_nothing_is_lost(home):
 
 
 def test_store_on_a_full_disk_says_so_in_one_line(fake_cli, home, monkeypatch):
-    from magray.store import Store
+    from magray.db.store import Store
 
     assert fake_cli("store", "a first note").code == 0
     configure = Store._configure
@@ -376,7 +376,7 @@ def test_a_restore_whose_index_update_fails_still_reports_the_restore(home, arch
 
 
 def _open_at(path: str, start: float, results) -> None:
-    from magray.store import Store
+    from magray.db.store import Store
 
     while time.time() < start:  # every process opens the new file at the same moment
         pass

@@ -19,285 +19,26 @@ import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from . import clock
-from .errors import BusyError, IntegrityError, MagrayError
-from .reader import Reader, _translate, connect
-from .records import LAYERS, Filters, NewRecord, Record, Trashed
+from .. import clock
+from ..errors import BusyError, IntegrityError, MagrayError
+from ..layers import Facts, access, join
+from ..records import LAYERS, Filters, NewRecord, Passage, Record, Source, Trashed, content_hash
+from . import migrations
+from .base import SOURCES, Op, Unchanged, VectorNeeded
+from .connection import connect, translate
+from .reader import LAST_USE, Reader
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
-
-if TYPE_CHECKING:
-    import sqlite_utils
-
 PAGE_CACHE_KIB = 32 * 1024  # a warm search at 1M records reads its rows ~40% faster
 RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, updated_at, "
                   "last_access, access_count, importance, content_hash")
-
-
-class LazyMigrations:
-    """Numbered schema migrations, declared with ``@migrations()`` and applied by
-    sqlite-utils' ``Migrations``; but whether any is pending is read with plain SQL, so a
-    command that finds none (every one after the first) never imports sqlite-utils, a
-    tenth of a second of start-up."""
-
-    table = "_sqlite_migrations"
-
-    def __init__(self, name: str):
-        self.name = name
-        self.declared: list[tuple[Callable, dict]] = []
-
-    def __call__(self, **options: Any) -> Callable[[Callable], Callable]:
-        def declare(function: Callable) -> Callable:
-            self.declared.append((function, options))
-            return function
-        return declare
-
-    @property
-    def names(self) -> list[str]:
-        """Every migration this magray knows, in order."""
-        return [options.get("name") or function.__name__ for function, options in self.declared]
-
-    def applied(self, conn: sqlite3.Connection) -> set[str]:
-        """The migrations a database has had (none for a new one)."""
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                            (self.table,)).fetchone():
-            return set()
-        return {row[0] for row in conn.execute(
-            f"SELECT name FROM {self.table} WHERE migration_set = ?", (self.name,))}
-
-    def pending(self, conn: sqlite3.Connection) -> list[str]:
-        applied = self.applied(conn)
-        return [name for name in self.names if name not in applied]
-
-    def apply(self, db: Any, **options: Any) -> None:
-        """Apply the pending ones (sqlite-utils' ``Migrations.apply``, e.g. ``stop_before``)."""
-        from sqlite_utils.migrations import Migrations
-
-        real = Migrations(self.name)
-        for function, declared in self.declared:
-            real(**declared)(function)
-        real.apply(db, **options)
-
-
-migrations = LazyMigrations("magray")
-
-
-@migrations()
-def m001_records(db: "sqlite_utils.Database") -> None:
-    db.executescript("""
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE records (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids are index keys
-        text TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        kind TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',       -- JSON array, sorted, unique
-        project TEXT,
-        session TEXT,
-        created_at TEXT NOT NULL,              -- fixed-width ISO 8601 UTC
-        updated_at TEXT NOT NULL,
-        last_access TEXT,
-        access_count INTEGER NOT NULL DEFAULT 0,
-        importance REAL NOT NULL DEFAULT 0,
-        content_hash TEXT NOT NULL,
-        embedding BLOB NOT NULL                -- float32, normalised
-    );
-    CREATE UNIQUE INDEX records_layer_hash ON records(layer, content_hash);
-    CREATE INDEX records_layer_created ON records(layer, created_at);
-    CREATE INDEX records_project ON records(project) WHERE project IS NOT NULL;
-    CREATE INDEX records_session ON records(session) WHERE session IS NOT NULL;
-
-    CREATE TABLE index_log (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        layer TEXT NOT NULL,
-        record_id INTEGER NOT NULL
-    );
-    CREATE INDEX index_log_layer_seq ON index_log(layer, seq);
-
-    CREATE VIRTUAL TABLE records_fts USING fts5(
-        text, content='records', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-    );
-
-    CREATE TRIGGER records_insert AFTER INSERT ON records BEGIN
-        INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
-        INSERT INTO index_log(layer, record_id) VALUES (new.layer, new.id);
-    END;
-    CREATE TRIGGER records_delete AFTER DELETE ON records BEGIN
-        INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO index_log(layer, record_id) VALUES (old.layer, old.id);
-    END;
-    CREATE TRIGGER records_text AFTER UPDATE OF text ON records BEGIN
-        INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO records_fts(rowid, text) VALUES (new.id, new.text);
-    END;
-    CREATE TRIGGER records_vector AFTER UPDATE OF layer, embedding ON records BEGIN
-        INSERT INTO index_log(layer, record_id) VALUES (old.layer, old.id);
-        INSERT INTO index_log(layer, record_id) SELECT new.layer, new.id
-            WHERE new.layer <> old.layer;
-    END;
-
-    CREATE TABLE embed_cache (
-        model TEXT NOT NULL,
-        text_hash TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        last_used TEXT NOT NULL,
-        PRIMARY KEY (model, text_hash)
-    ) WITHOUT ROWID;
-    """)
-
-
-@migrations()
-def m002_ops(db: sqlite_utils.Database) -> None:
-    # Figures magray keeps about itself for `magray status`: the recent operations (a bounded
-    # window, for latency percentiles and the cache hit rate) and running totals (counters).
-    # The index on embed_cache lets status count cache entries without reading the vectors.
-    db.executescript("""
-    CREATE TABLE ops (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        op TEXT NOT NULL,                      -- 'store' or 'search'
-        finished_at TEXT NOT NULL,             -- fixed-width ISO 8601 UTC
-        seconds REAL NOT NULL,                 -- wall time of the call
-        items INTEGER NOT NULL,                -- texts given to store / hits returned
-        cache_hits INTEGER NOT NULL,           -- embedding-cache lookups that hit
-        cache_misses INTEGER NOT NULL          -- ... and that had to run the model
-    );
-    CREATE INDEX ops_op ON ops(op, id);
-    CREATE TABLE op_totals (
-        op TEXT PRIMARY KEY,
-        count INTEGER NOT NULL,
-        seconds REAL NOT NULL,
-        items INTEGER NOT NULL,
-        cache_hits INTEGER NOT NULL,
-        cache_misses INTEGER NOT NULL
-    );
-    CREATE INDEX embed_cache_last_used ON embed_cache(last_used);
-    """)
-
-
-@migrations()
-def m003_pending_embedding(db: sqlite_utils.Database) -> None:
-    # `magray optimize --reembed` writes each record's new vector here, batch by batch, and
-    # swaps them all in at the end: a kill mid-way loses nothing, a rerun continues, and
-    # readers meanwhile still see one consistent vector space.
-    db.execute("ALTER TABLE records ADD COLUMN pending_embedding BLOB")
-
-
-@migrations()
-def m004_trash(db: sqlite_utils.Database) -> None:
-    # What forget, expiry, eviction and merges remove waits here for trash_days before
-    # `magray clean` purges it. A trashed record leaves `records` (so search, list, export
-    # and the indexes never see it, through the same triggers as a delete) but keeps its id:
-    # AUTOINCREMENT never issues that id again, so a restore puts it back unchanged. The
-    # vector stays too, with the model that made it, so a restore needs no re-embedding.
-    db.executescript("""
-    CREATE TABLE trash (
-        id INTEGER PRIMARY KEY,                -- the record's own id
-        text TEXT NOT NULL,
-        layer TEXT NOT NULL,
-        kind TEXT,
-        tags TEXT NOT NULL DEFAULT '[]',
-        project TEXT,
-        session TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        last_access TEXT,
-        access_count INTEGER NOT NULL DEFAULT 0,
-        importance REAL NOT NULL DEFAULT 0,
-        content_hash TEXT NOT NULL,
-        embedding BLOB NOT NULL,
-        model TEXT,                            -- meta model_key when it was trashed
-        trashed_at TEXT NOT NULL,              -- fixed-width ISO 8601 UTC
-        reason TEXT NOT NULL,                  -- forgotten, expired, evicted, merged
-        merged_into INTEGER                    -- the record a merge kept, if any
-    );
-    CREATE INDEX trash_trashed_at ON trash(trashed_at);
-    """)
-
-
-@migrations()
-def m005_repair_text(db: sqlite_utils.Database) -> None:
-    # magray up to 0.1.0 accepted a tag holding a lone surrogate (JSON Lines "a\ud800"),
-    # kept as that escape in the tags JSON; read back, it made every export and --json
-    # listing of the memory fail. Each one becomes U+FFFD, the replacement character. (Other
-    # columns cannot hold one: sqlite3 refuses to bind such a string.)
-    from .controls import has_surrogate, without_surrogates
-
-    for table in ("records", "trash"):
-        rows = db.execute(f"SELECT id, tags FROM {table} WHERE instr(lower(tags), '\\ud') > 0"
-                          ).fetchall()
-        for record_id, tags in rows:
-            values = json.loads(tags)
-            if any(has_surrogate(tag) for tag in values):
-                repaired = sorted({without_surrogates(tag) for tag in values})
-                db.execute(f"UPDATE {table} SET tags = ? WHERE id = ?",
-                           (json.dumps(repaired), record_id))
-
-
-@migrations()
-def m006_passages(db: sqlite_utils.Database) -> None:
-    # A text longer than the model's window is embedded in overlapping passages. The record
-    # keeps the vector of its first window in `embedding`; `passages` holds every passage
-    # (ordinal 0 repeats that vector) with its character span, and the layer's index holds
-    # the record's id once per vector (usearch multi=True). `sources` says which file and
-    # lines a record was ingested from (`magray ingest`), with the hashes that let a re-run
-    # skip what did not change. Both follow their record out of the database, but not into
-    # the trash: a trashed record keeps them, so that `trash restore` brings it back whole
-    # (its passages into the index, its file link), and they go when the trash is emptied.
-    db.executescript("""
-    CREATE TABLE passages (
-        record_id INTEGER NOT NULL,
-        ordinal INTEGER NOT NULL,
-        start INTEGER NOT NULL,                -- character span in the record's text
-        end INTEGER NOT NULL,
-        embedding BLOB NOT NULL,               -- float32, normalised
-        pending_embedding BLOB,
-        PRIMARY KEY (record_id, ordinal)
-    ) WITHOUT ROWID;
-    CREATE TABLE sources (
-        record_id INTEGER NOT NULL,
-        path TEXT NOT NULL,                    -- absolute path of the file
-        line_start INTEGER NOT NULL,           -- the section's lines in the file, from 1
-        line_end INTEGER NOT NULL,
-        body_at INTEGER NOT NULL DEFAULT 0,    -- where the file's text starts in the record's
-        file_hash TEXT NOT NULL,
-        PRIMARY KEY (record_id, path)
-    ) WITHOUT ROWID;
-    CREATE INDEX sources_path ON sources(path);
-    CREATE TRIGGER records_parts_delete AFTER DELETE ON records
-    WHEN NOT EXISTS (SELECT 1 FROM trash WHERE id = old.id) BEGIN
-        DELETE FROM passages WHERE record_id = old.id;
-        DELETE FROM sources WHERE record_id = old.id;
-    END;
-    CREATE TRIGGER trash_parts_delete AFTER DELETE ON trash
-    WHEN NOT EXISTS (SELECT 1 FROM records WHERE id = old.id) BEGIN
-        DELETE FROM passages WHERE record_id = old.id;
-        DELETE FROM sources WHERE record_id = old.id;
-    END;
-    CREATE TRIGGER records_parts_text AFTER UPDATE OF text ON records BEGIN
-        DELETE FROM passages WHERE record_id = old.id;
-    END;
-    """)
-
-
-@dataclass
-class Op:
-    """One store or search call being timed; written in the call's own write transaction."""
-
-    name: str
-    started: float  # time.perf_counter() at the call's start
-    items: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-
-
-class VectorNeeded(Exception):
-    """A text thought to be stored already was deleted before the write: embed it after all."""
+FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"
 
 
 class Store(Reader):
@@ -305,17 +46,7 @@ class Store(Reader):
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
         super().__init__(conn, path, busy_timeout)
-        self._db: "sqlite_utils.Database | None" = None
         self._store_id: str | None = None
-
-    @property
-    def db(self) -> "sqlite_utils.Database":
-        """The connection wrapped by sqlite-utils (imported on first use)."""
-        if self._db is None:
-            import sqlite_utils
-
-            self._db = sqlite_utils.Database(self.conn, execute_plugins=False)
-        return self._db
 
     # -- opening --------------------------------------------------------------------------
 
@@ -329,7 +60,7 @@ class Store(Reader):
             store._migrate()
         except sqlite3.DatabaseError as exc:  # a wrong file fails on its first statement
             store.close()
-            raise _translate(exc, path) from None
+            raise translate(exc, path) from None
         except BaseException:
             store.close()
             raise
@@ -363,7 +94,7 @@ class Store(Reader):
         if not migrations.pending(self.conn):
             return
         with self.write():  # serialise concurrent first opens; apply() re-checks inside
-            migrations.apply(self.db)
+            migrations.apply(self.conn)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)",
                               (uuid.uuid4().hex,))
 
@@ -386,8 +117,8 @@ class Store(Reader):
 
     # -- metadata -------------------------------------------------------------------------
 
-    def set_meta(self, conn: sqlite3.Connection, key: str, value: str) -> None:
-        conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+    def set_meta(self, tx: sqlite3.Connection, key: str, value: str) -> None:
+        tx.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                      "value = excluded.value", (key, value))
 
     def reloaded(self) -> None:
@@ -411,22 +142,22 @@ class Store(Reader):
                 f"AND content_hash IN ({_marks(chunk)})", (layer, *chunk)))
         return found
 
-    def insert(self, conn: sqlite3.Connection, item: NewRecord, vector: np.ndarray | None,
+    def insert(self, tx: sqlite3.Connection, item: NewRecord, vector: np.ndarray | None,
                when: str) -> tuple[int, bool]:
         """Insert one record inside a write transaction, or count a duplicate (the same text
         in the same layer) as an access. Returns (id, duplicate). ``vector`` may be None
         only for a text expected to be a duplicate; if that record vanished meanwhile,
         ``VectorNeeded`` is raised."""
         digest = item.content_hash
-        row = conn.execute("SELECT id FROM records WHERE layer = ? AND content_hash = ?",
+        row = tx.execute("SELECT id FROM records WHERE layer = ? AND content_hash = ?",
                            (item.layer, digest)).fetchone()
         if row:
-            self.merge(conn, row[0], item, when)
+            self.merge(tx, row[0], item, when)
             return row[0], True
         if vector is None:
             raise VectorNeeded(item.text)
         created = clock.iso(clock.parse_time(item.created_at)) if item.created_at else when
-        cursor = conn.execute(
+        cursor = tx.execute(
             "INSERT INTO records (text, layer, kind, tags, project, session, created_at, "
             "updated_at, last_access, access_count, importance, content_hash, embedding) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, ?)",
@@ -435,18 +166,17 @@ class Store(Reader):
              np.ascontiguousarray(vector, dtype=np.float32).tobytes()))
         return cursor.lastrowid, False
 
-    def merge(self, conn: sqlite3.Connection, record_id: int, item: NewRecord, when: str
+    def merge(self, tx: sqlite3.Connection, record_id: int, item: NewRecord, when: str
               ) -> bool:
-        """Count ``item`` as an access of the record (tags merged, the higher importance
-        kept); False when the record is no longer in the item's layer."""
-        row = conn.execute("SELECT tags FROM records WHERE id = ? AND layer = ?",
+        """Count ``item`` (its text stored again) as an access of the record, joined by the
+        one rule (``layers.join``: tags merged, the higher importance kept); False when the
+        record is no longer in the item's layer."""
+        row = tx.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE id = ? AND layer = ?",
                            (record_id, item.layer)).fetchone()
         if row is None:
             return False
-        tags = json.dumps(sorted(set(json.loads(row[0])) | set(item.tags)))
-        conn.execute("UPDATE records SET access_count = access_count + 1, last_access = ?, "
-                     "tags = ?, importance = max(importance, ?) WHERE id = ?",
-                     (when, tags, item.importance, record_id))
+        stored = _record(row)
+        self.update_metadata(tx, join([stored, access(stored, item, when)]))
         return True
 
     def touch(self, ids: Sequence[int], op: Op | None = None) -> None:
@@ -461,15 +191,15 @@ class Store(Reader):
             if op is not None:
                 self.record_op(conn, op)
 
-    def record_op(self, conn: sqlite3.Connection, op: Op) -> None:
+    def record_op(self, tx: sqlite3.Connection, op: Op) -> None:
         """Log a finished operation inside a write transaction; keep the last OPS_KEEP."""
         seconds = time.perf_counter() - op.started
-        row = conn.execute(
+        row = tx.execute(
             "INSERT INTO ops (op, finished_at, seconds, items, cache_hits, cache_misses) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (op.name, clock.now_iso(), seconds, op.items, op.cache_hits, op.cache_misses))
-        conn.execute("DELETE FROM ops WHERE id <= ?", (row.lastrowid - OPS_KEEP,))
-        conn.execute(
+        tx.execute("DELETE FROM ops WHERE id <= ?", (row.lastrowid - OPS_KEEP,))
+        tx.execute(
             "INSERT INTO op_totals VALUES (?, 1, ?, ?, ?, ?) ON CONFLICT(op) DO UPDATE SET "
             "count = count + 1, seconds = seconds + excluded.seconds, "
             "items = items + excluded.items, cache_hits = cache_hits + excluded.cache_hits, "
@@ -545,9 +275,9 @@ class Store(Reader):
             for row in rows:
                 yield _record(row[:width]), (row[width] if vectors else None)
 
-    def find(self, conn: sqlite3.Connection, layer: str, digest: str) -> Record | None:
+    def find(self, tx: sqlite3.Connection, layer: str, digest: str) -> Record | None:
         """The record holding the text with this hash in this layer, if any."""
-        row = conn.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE layer = ? AND "
+        row = tx.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE layer = ? AND "
                            f"content_hash = ?", (layer, digest)).fetchone()
         return _record(row) if row else None
 
@@ -557,12 +287,12 @@ class Store(Reader):
                                 ).fetchone()
         return row[0] if row else 0
 
-    def insert_record(self, conn: sqlite3.Connection, record: Record, vector: np.ndarray) -> int:
+    def insert_record(self, tx: sqlite3.Connection, record: Record, vector: np.ndarray) -> int:
         """Insert a complete record as given (timestamps, counts, importance), inside a write
         transaction. Its id is kept when this store never issued that id (so a fresh store
         takes an export's ids unchanged); otherwise the record gets a new one."""
         keep = record.id if record.id and record.id > self.issued_through() else None
-        cursor = conn.execute(
+        cursor = tx.execute(
             "INSERT INTO records (id, text, layer, kind, tags, project, session, created_at, "
             "updated_at, last_access, access_count, importance, content_hash, embedding) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -572,36 +302,40 @@ class Store(Reader):
              np.ascontiguousarray(vector, dtype=np.float32).tobytes()))
         return cursor.lastrowid
 
-    def update_metadata(self, conn: sqlite3.Connection, record: Record) -> None:
+    def update_metadata(self, tx: sqlite3.Connection, record: Record) -> None:
         """Overwrite a record's metadata (not its text, layer or vector) by id."""
-        conn.execute(
+        tx.execute(
             "UPDATE records SET kind = ?, tags = ?, project = ?, session = ?, created_at = ?, "
             "updated_at = ?, last_access = ?, access_count = ?, importance = ? WHERE id = ?",
             (record.kind, json.dumps(sorted(set(record.tags))), record.project, record.session,
              record.created_at, record.updated_at, record.last_access, record.access_count,
              record.importance, record.id))
 
-    def delete(self, conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    def delete(self, tx: sqlite3.Connection, ids: Sequence[int]) -> None:
         """Delete records inside a write transaction; the triggers log them for the indexes."""
         for chunk in _chunks(list(ids), 900):
-            conn.execute(f"DELETE FROM records WHERE id IN ({_marks(chunk)})", chunk)
+            tx.execute(f"DELETE FROM records WHERE id IN ({_marks(chunk)})", chunk)
 
     # -- the trash ------------------------------------------------------------------------
 
-    def trash(self, conn: sqlite3.Connection, record_id: int, reason: str, when: str, *,
-              merged_into: int | None = None, where: str = "1", params: Sequence = ()
-              ) -> bool:
-        """Move one record to the trash inside a write transaction, if it passes ``where``
-        (a condition on its row). Leaving ``records`` fires the same triggers as a delete,
-        so keyword search and the indexes drop it. False when it was not moved."""
-        cursor = conn.execute(
+    def trash(self, tx: sqlite3.Connection, record_id: int, reason: str, when: str, *,
+              merged_into: int | None = None, unchanged: Unchanged | None = None) -> bool:
+        """Move one record to the trash inside a write transaction; with ``unchanged``, only
+        if it is still in that layer, with that access count and last access (nobody used
+        or moved it since a plan was made). Leaving ``records`` fires the same triggers as
+        a delete, so keyword search and the indexes drop it. False when it was not moved."""
+        where, params = "1", ()
+        if unchanged is not None:
+            where = "layer = ? AND access_count = ? AND last_access IS ?"
+            params = (unchanged.layer, unchanged.access_count, unchanged.last_access)
+        cursor = tx.execute(
             f"INSERT OR REPLACE INTO trash ({RECORD_COLUMNS}, embedding, model, trashed_at, "
             f"reason, merged_into) SELECT {RECORD_COLUMNS}, embedding, "
             f"(SELECT value FROM meta WHERE key = 'model_key'), ?, ?, ? FROM records "
             f"WHERE id = ? AND {where}", (when, reason, merged_into, record_id, *params))
         if not cursor.rowcount:
             return False
-        conn.execute("DELETE FROM records WHERE id = ?", (record_id,))
+        tx.execute("DELETE FROM records WHERE id = ?", (record_id,))
         return True
 
     def trashed(self, ids: Sequence[int] | None = None) -> list[Trashed]:
@@ -615,17 +349,17 @@ class Store(Reader):
         return [Trashed(_record(row[:width]), *row[width:]) for row in
                 self.conn.execute(sql + " ORDER BY trashed_at DESC, id DESC", params)]
 
-    def untrash(self, conn: sqlite3.Connection, record_id: int, vector: bytes | None = None,
+    def untrash(self, tx: sqlite3.Connection, record_id: int, vector: bytes | None = None,
                 accessed: str | None = None) -> None:
         """Put a trashed record back in ``records`` under its own id, inside a write
         transaction (``vector``: a replacement when the model changed meanwhile; ``accessed``:
         its new last access). The insert triggers give it back to keyword search and,
         through the index log, its index."""
         columns = RECORD_COLUMNS.replace("last_access", "coalesce(?, last_access)")
-        conn.execute(
+        tx.execute(
             f"INSERT INTO records ({RECORD_COLUMNS}, embedding) SELECT {columns}, "
             f"coalesce(?, embedding) FROM trash WHERE id = ?", (accessed, vector, record_id))
-        conn.execute("DELETE FROM trash WHERE id = ?", (record_id,))
+        tx.execute("DELETE FROM trash WHERE id = ?", (record_id,))
 
     def trash_vectors(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:
         """(raw vector, model key that made it) of trashed records."""
@@ -633,9 +367,9 @@ class Store(Reader):
             "SELECT id, embedding, model FROM trash WHERE id IN "
             "(SELECT value FROM json_each(?))", (json.dumps([int(i) for i in ids]),))}
 
-    def purge_trash(self, conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+    def purge_trash(self, tx: sqlite3.Connection, ids: Sequence[int]) -> int:
         """Destroy these trashed records for good, inside a write transaction; how many."""
-        return conn.execute("DELETE FROM trash WHERE id IN (SELECT value FROM json_each(?))",
+        return tx.execute("DELETE FROM trash WHERE id IN (SELECT value FROM json_each(?))",
                             (json.dumps([int(i) for i in ids]),)).rowcount
 
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
@@ -684,13 +418,15 @@ class Store(Reader):
                 f"CROSS JOIN records ON records.id = wanted_id WHERE {where}",
                 (json.dumps([int(i) for i in ids]), *params))
 
-    def prune_log(self, layer: str, through: int) -> None:
-        """Forget log rows an index has saved; they are never needed again."""
+    def prune_log(self, layer: str, through: int) -> int:
+        """Forget log rows an index has saved (they are never needed again); how many."""
         if through <= self.log_pruned_through(layer):
-            return
+            return 0
         with self.write() as conn:
-            conn.execute("DELETE FROM index_log WHERE layer = ? AND seq <= ?", (layer, through))
+            pruned = conn.execute("DELETE FROM index_log WHERE layer = ? AND seq <= ?",
+                                  (layer, through)).rowcount
             self.set_meta(conn, f"log_pruned:{layer}", str(through))
+        return pruned
 
     # -- the embedding cache --------------------------------------------------------------
 
@@ -716,13 +452,353 @@ class Store(Reader):
                 conn.executemany("UPDATE embed_cache SET last_used = ? WHERE model = ? "
                                  "AND text_hash = ?", [(when, model, d) for d in hashes])
 
-    def cache_vectors(self, conn: sqlite3.Connection, model: str,
+    def cache_vectors(self, tx: sqlite3.Connection, model: str,
                       items: Iterable[tuple[str, np.ndarray]], when: str) -> None:
-        conn.executemany(
+        tx.executemany(
             "INSERT INTO embed_cache VALUES (?, ?, ?, ?) ON CONFLICT(model, text_hash) "
             "DO UPDATE SET last_used = excluded.last_used",
             [(model, digest, np.asarray(vec, dtype=np.float32).tobytes(), when)
              for digest, vec in items])
+
+    # -- the lifecycle: promote, clean -----------------------------------------------------
+
+    def facts(self, layer: str, ids: Sequence[int] | None = None) -> list[Facts]:
+        """What scoring looks at, for the records of ``layer`` (or those of ``ids`` in it),
+        by id; ``neighbours`` is left 0 (the indexes count them)."""
+        if ids is not None:
+            rows = sorted(self.among(ids, FACT_COLUMNS, "layer = ?", (layer,)))
+        else:
+            rows = self.conn.execute(f"SELECT {FACT_COLUMNS} FROM records WHERE layer = ? "
+                                     f"ORDER BY id", (layer,)).fetchall()
+        return [Facts(*row) for row in rows]
+
+    def expired(self, layer: str, cutoff: str) -> list[Facts]:
+        """The facts of the records of ``layer`` last used before ``cutoff``, by id."""
+        rows = self.conn.execute(f"SELECT {FACT_COLUMNS} FROM records WHERE layer = ? "
+                                 f"AND {LAST_USE} < ? ORDER BY id", (layer, cutoff)).fetchall()
+        return [Facts(*row) for row in rows]
+
+    def move(self, tx: sqlite3.Connection, record_id: int, layer: str, target: str,
+             when: str) -> tuple[str, int | None]:
+        """Move one record from ``layer`` to ``target``, inside a write transaction: a
+        single UPDATE of its layer, which the index-log triggers record for both layers. If
+        its text is in the target layer already, the two become one record there
+        (``layers.join``) and the moved one goes to the trash, as merged into it. Returns
+        ("promoted", None), ("merged", the kept id) or ("changed", None): it was not in
+        ``layer`` any more."""
+        row = tx.execute(f"SELECT {RECORD_COLUMNS} FROM records WHERE id = ? AND layer = ?",
+                           (record_id, layer)).fetchone()
+        if row is None:
+            return "changed", None
+        moved = _record(row)
+        twin = self.find(tx, target, moved.content_hash)
+        if twin is None:
+            tx.execute("UPDATE records SET layer = ?, updated_at = ? WHERE id = ?",
+                         (target, when, record_id))
+            return "promoted", None
+        self.update_metadata(tx, join([twin, moved], when))
+        self.trash(tx, record_id, "merged", when, merged_into=twin.id)
+        return "merged", twin.id
+
+    def layer_ids(self, layer: str) -> list[int]:
+        """The ids of a layer's records, ascending."""
+        return [row[0] for row in self.conn.execute(
+            "SELECT id FROM records WHERE layer = ? ORDER BY id", (layer,))]
+
+    def texts(self, ids: Iterable[int], layer: str | None = None) -> dict[int, str]:
+        """The text of each of ``ids`` that exists (and is in ``layer``, if given)."""
+        if layer is None:
+            return dict(self.among(ids, "id, text").fetchall())
+        return dict(self.among(ids, "id, text", "layer = ?", (layer,)).fetchall())
+
+    def prune_cache(self, limit_bytes: int, *, dry_run: bool = False) -> tuple[int, int]:
+        """Drop the least recently used embedding-cache entries beyond ``limit_bytes``
+        (their vectors, hashes and model names); (entries, bytes) pruned, or that would be."""
+        sql = ("SELECT model, text_hash, size FROM (SELECT model, text_hash, "
+               "length(vector) + length(text_hash) + length(model) AS size, "
+               "sum(length(vector) + length(text_hash) + length(model)) OVER "
+               "(ORDER BY last_used DESC, model, text_hash) AS kept FROM embed_cache) "
+               "WHERE kept > ?")
+        if dry_run:
+            rows = self.conn.execute(sql, (limit_bytes,)).fetchall()
+            return len(rows), sum(r[2] for r in rows)
+        with self.write() as conn:
+            rows = conn.execute(sql, (limit_bytes,)).fetchall()
+            conn.executemany("DELETE FROM embed_cache WHERE model = ? AND text_hash = ?",
+                             [(r[0], r[1]) for r in rows])
+        return len(rows), sum(r[2] for r in rows)
+
+    # -- maintenance: optimize, re-embed ---------------------------------------------------
+
+    def compact(self) -> None:
+        """Reclaim free pages (VACUUM), refresh the planner's statistics (ANALYZE) and empty
+        the WAL into the database file."""
+        with self._busy_guard():
+            self.conn.execute("VACUUM")
+            self.conn.execute("ANALYZE")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def keep_cache_of(self, models: Sequence[str]) -> int:
+        """Delete the cached vectors of every model but ``models``; how many."""
+        with self.write() as conn:
+            return conn.execute(f"DELETE FROM embed_cache WHERE model NOT IN "
+                                f"({_marks(models)})", tuple(models)).rowcount
+
+    def optimize_keywords(self) -> str:
+        """Check the keyword index against the records, rebuild it if they disagree, and
+        merge its segments: "optimized", or "rebuilt"."""
+        with self.write() as conn:
+            try:
+                conn.execute("INSERT INTO records_fts(records_fts, rank) "
+                             "VALUES ('integrity-check', 1)")
+                outcome = "optimized"
+            except (sqlite3.DatabaseError, IntegrityError):  # the check failed: SQLITE_CORRUPT
+                conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
+                outcome = "rebuilt"
+            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
+        return outcome
+
+    def reembed_counts(self) -> tuple[int, int]:
+        """(records holding a new vector waiting for the switch, records without one)."""
+        return self.conn.execute(
+            "SELECT count(pending_embedding), count(*) - count(pending_embedding) FROM records"
+        ).fetchone()
+
+    def restart_reembed(self, target: str | None) -> None:
+        """Forget every waiting new vector; remember that a re-embedding for ``target`` is
+        under way (None: that none is)."""
+        with self.write() as conn:
+            conn.execute("UPDATE records SET pending_embedding = NULL "
+                         "WHERE pending_embedding IS NOT NULL")
+            if target is None:
+                conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
+            else:
+                self.set_meta(conn, "reembed_target", target)
+
+    def unembedded(self, limit: int) -> list[tuple[int, str]]:
+        """(id, text) of up to ``limit`` records with no new vector waiting yet, by id."""
+        return self.conn.execute("SELECT id, text FROM records WHERE pending_embedding IS NULL "
+                                 "ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def stage_vectors(self, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
+        """Keep (id, text, new vector) rows waiting for the switch, in one transaction; a
+        record whose text changed meanwhile is left without one."""
+        with self.write() as conn:
+            conn.executemany(
+                "UPDATE records SET pending_embedding = ? WHERE id = ? AND text = ?",
+                [(np.ascontiguousarray(v, dtype=np.float32).tobytes(), record_id, text)
+                 for record_id, text, v in rows])
+
+    def switch_vectors(self, name: str, key: str, dim: int) -> bool:
+        """Swap every waiting vector in and record the model (name, key, dimension), in one
+        transaction, if no record still lacks one (False: another process stored some
+        meanwhile). Passages go, to be split and embedded again (``passages.upgrade``);
+        cached vectors of other models go too."""
+        with self.write() as conn:
+            if conn.execute("SELECT 1 FROM records WHERE pending_embedding IS NULL LIMIT 1"
+                            ).fetchone():
+                return False
+            conn.execute("UPDATE records SET embedding = pending_embedding, "
+                         "pending_embedding = NULL")
+            conn.execute("DELETE FROM passages")
+            conn.execute("DELETE FROM meta WHERE key = 'passages_checked'")
+            self.set_meta(conn, "model", name)
+            self.set_meta(conn, "model_key", key)
+            self.set_meta(conn, "dim", str(dim))
+            conn.execute("DELETE FROM meta WHERE key = 'reembed_target'")
+            conn.execute("DELETE FROM embed_cache WHERE model NOT IN (?, ?)",
+                         (f"{key}|document", f"{key}|query"))
+        return True
+
+    # -- redaction: scan --------------------------------------------------------------------
+
+    def add_to_meta(self, key: str, by: int) -> None:
+        """Add ``by`` to the number a meta key holds (created as ``by``)."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = CAST(value AS INTEGER) + ?", (key, str(by), by))
+
+    def every_text(self, source: str, batch: int = 2000) -> Iterator[Record]:
+        """Every record of a source of stored text (``SOURCES``: "records", or "trash"), by
+        id, read in batches (inside ``read()`` for one snapshot)."""
+        table = _source_table(source)
+        last = 0
+        while rows := self.conn.execute(f"SELECT {RECORD_COLUMNS} FROM {table} WHERE id > ? "
+                                        f"ORDER BY id LIMIT ?", (last, batch)).fetchall():
+            yield from (_record(row) for row in rows)
+            last = rows[-1][0]
+
+    def zero_freed_pages(self) -> None:
+        """From now on, on this connection, overwrite deleted content (secure_delete)."""
+        self.conn.execute("PRAGMA secure_delete = ON")
+
+    def redact(self, tx: sqlite3.Connection, source: str, record: Record, changes: dict,
+               vector: np.ndarray | None, when: str) -> bool:
+        """Rewrite one record of ``source`` with ``changes`` (text, tags, project, session,
+        kind; ``vector``: the new text's), inside a write transaction. True when its new
+        text equalled another record's in the same layer: the two were joined
+        (``layers.join``) and this one deleted for good (a trashed record is rewritten in
+        place, never joined)."""
+        table = _source_table(source)
+        text = changes.get("text", record.text)
+        digest = content_hash(text)
+        row = tx.execute(f"SELECT {RECORD_COLUMNS} FROM {table} WHERE id = ?",
+                           (record.id,)).fetchone()
+        current = _record(row) if row else record
+        cleaned = replace(current, tags=tuple(changes.get("tags", current.tags)),
+                          **{k: changes[k] for k in ("project", "session", "kind")
+                             if k in changes})
+        twin = None if source == "trash" else tx.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE layer = ? AND content_hash = ? "
+            f"AND id <> ?", (record.layer, digest, record.id)).fetchone()
+        if twin is not None:  # the same redacted text is stored already: keep one record
+            self.update_metadata(tx, join([_record(twin), cleaned], when))
+            tx.execute("DELETE FROM records WHERE id = ?", (record.id,))
+            return True
+        sets = {"tags": json.dumps(sorted(set(cleaned.tags))), "updated_at": when,
+                **{k: changes[k] for k in ("project", "session", "kind") if k in changes}}
+        if "text" in changes:
+            sets.update(text=text, content_hash=digest,
+                        embedding=np.ascontiguousarray(vector, dtype=np.float32).tobytes())
+            # A long text's passage vectors were made from the old text (a record's go
+            # through its trigger; a trashed one's here): `optimize` splits the new text.
+            tx.execute("DELETE FROM passages WHERE record_id = ?", (record.id,))
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        tx.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",
+                     (*sets.values(), record.id))
+        return False
+
+    def forget_cached_text(self, tx: sqlite3.Connection, digest: str) -> int:
+        """Delete the cached vectors of a text (by content hash), every model's; how many."""
+        return tx.execute("DELETE FROM embed_cache WHERE text_hash = ?", (digest,)).rowcount
+
+    def scrub(self) -> None:
+        """Leave no removed text in the file: rebuild the keyword index from the texts now
+        stored (its old segments held removed words), VACUUM, and empty the WAL."""
+        with self.write() as conn:
+            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
+        self.conn.execute("VACUUM")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- passages of long records ----------------------------------------------------------
+
+    def insert_passages(self, tx: sqlite3.Connection, record_id: int,
+                        parts: Sequence[tuple[Passage, np.ndarray]], layer: str | None = None
+                        ) -> None:
+        """Write a record's passages (replacing any), inside a write transaction. ``layer``:
+        log the record for its layer's index (needed when the record is not new)."""
+        tx.execute("DELETE FROM passages WHERE record_id = ?", (record_id,))
+        tx.executemany(
+            "INSERT INTO passages (record_id, ordinal, start, end, embedding) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(record_id, p.ordinal, p.start, p.end,
+              np.ascontiguousarray(v, dtype=np.float32).tobytes()) for p, v in parts])
+        if layer is not None:
+            tx.execute("INSERT INTO index_log(layer, record_id) VALUES (?, ?)",
+                         (layer, record_id))
+
+    def passage_vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(record ids, vectors) of the passages after the first of these records: what a
+        layer's index holds beside each record's own vector."""
+        keys, blobs = [], []
+        for chunk in _chunks(list(ids), 900):
+            for rid, blob in self.conn.execute(
+                    f"SELECT record_id, embedding FROM passages WHERE ordinal > 0 AND "
+                    f"record_id IN ({_marks(chunk)})", chunk):
+                keys.append(rid)
+                blobs.append(blob)
+        return np.array(keys, dtype=np.int64), _matrix(blobs, dim)
+
+    def passages(self, ids: Iterable[int], dim: int
+                 ) -> tuple[list[tuple[int, Passage]], np.ndarray]:
+        """Every passage of those of ``ids`` that have some: (record id, passage) and the
+        vectors, one row each."""
+        rows: list[tuple[int, Passage]] = []
+        blobs = []
+        for chunk in _chunks(list(ids), 900):
+            for rid, ordinal, start, end, blob in self.conn.execute(
+                    f"SELECT record_id, ordinal, start, end, embedding FROM passages WHERE "
+                    f"record_id IN ({_marks(chunk)})", chunk):
+                rows.append((rid, Passage(ordinal, start, end)))
+                blobs.append(blob)
+        return rows, _matrix(blobs, dim)
+
+    def unsplit(self, after: int, through: int, longer_than: int, limit: int
+                ) -> list[tuple[int, str, str]]:
+        """(id, text, layer) of up to ``limit`` records with ids in (after, through], texts
+        longer than ``longer_than`` characters and no passages, by id."""
+        return self.conn.execute(
+            "SELECT id, text, layer FROM records WHERE id > ? AND id <= ? AND length(text) > ? "
+            "AND NOT EXISTS (SELECT 1 FROM passages WHERE record_id = records.id) "
+            "ORDER BY id LIMIT ?", (after, through, longer_than, limit)).fetchall()
+
+    # -- sources: the files records were ingested from --------------------------------------
+
+    def sources(self, ids: Iterable[int]) -> dict[int, Source]:
+        """The source of each of ``ids`` that came from a file (the first path, if several)."""
+        found: dict[int, Source] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 900):
+            for rid, path, a, b, body_at in self.conn.execute(
+                    f"SELECT record_id, path, line_start, line_end, body_at FROM sources "
+                    f"WHERE record_id IN ({_marks(chunk)}) ORDER BY path DESC", chunk):
+                found[rid] = Source(path, a, b, body_at)
+        return found
+
+    def file_hashes(self, paths: Sequence[str]) -> dict[str, set[str]]:
+        """The file hashes recorded for each of ``paths`` (several if a run was interrupted)."""
+        found: dict[str, set[str]] = {}
+        for chunk in _chunks(list(paths), 900):
+            for path, digest in self.conn.execute(
+                    f"SELECT DISTINCT path, file_hash FROM sources "
+                    f"WHERE path IN ({_marks(chunk)})", chunk):
+                found.setdefault(path, set()).add(digest)
+        return found
+
+    def records_from(self, path: str) -> dict[int, str]:
+        """Record id -> content hash of the records ingested from ``path``."""
+        return dict(self.conn.execute(
+            "SELECT r.id, r.content_hash FROM sources s JOIN records r ON r.id = s.record_id "
+            "WHERE s.path = ?", (path,)))
+
+    def source_paths(self, prefixes: Sequence[str]) -> list[str]:
+        """Every recorded path under one of the directory ``prefixes`` (or equal to one)."""
+        found: list[str] = []
+        for prefix in prefixes:
+            base = prefix.rstrip("/")
+            found += [row[0] for row in self.conn.execute(
+                "SELECT DISTINCT path FROM sources WHERE path = ? OR substr(path, 1, ?) = ?",
+                (base, len(base) + 1, base + "/"))]
+        return sorted(set(found))
+
+    def put_source(self, tx: sqlite3.Connection, record_id: int, source: Source,
+                   file_hash: str) -> None:
+        """Record that ``record_id`` holds these lines of a file, inside a write transaction."""
+        tx.execute(
+            "INSERT INTO sources (record_id, path, line_start, line_end, body_at, file_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(record_id, path) DO UPDATE SET "
+            "line_start = excluded.line_start, line_end = excluded.line_end, "
+            "body_at = excluded.body_at, file_hash = excluded.file_hash",
+            (record_id, source.path, source.line_start, source.line_end, source.body_at,
+             file_hash))
+
+    def drop_sources(self, tx: sqlite3.Connection, path: str,
+                     record_ids: Sequence[int] | None = None) -> None:
+        """Forget that ``path`` held these records (all of them when None), inside a write
+        transaction."""
+        if record_ids is None:
+            tx.execute("DELETE FROM sources WHERE path = ?", (path,))
+        else:
+            tx.executemany("DELETE FROM sources WHERE path = ? AND record_id = ?",
+                             [(path, rid) for rid in record_ids])
+
+    def still_sourced(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that some file still holds."""
+        found: set[int] = set()
+        for chunk in _chunks(list(ids), 900):
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT DISTINCT record_id FROM sources "
+                f"WHERE record_id IN ({_marks(chunk)})", chunk))
+        return found
 
 
 # Words too common to say anything about a note; dropped from keyword queries unless the
@@ -782,6 +858,12 @@ def _prepare_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     except FileExistsError:
         pass
+
+
+def _source_table(source: str) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"no source of stored text named {source!r}")
+    return source  # each source is the table of that name
 
 
 def _record(row: Sequence) -> Record:

@@ -1,20 +1,13 @@
-"""Reading a magray database with nothing heavy imported (no sqlite-utils, no numpy).
-
-``Reader`` holds the queries that judge a database and its indexes: metadata, record
-counts and the index-log head. ``Store`` builds on it for everything else; ``magray
-status`` uses it alone, on a read-only connection, so that it starts fast and can never
-write.
-"""
+"""Connecting to a magray SQLite database, and the one place where SQLite's failures
+become magray's errors (``Connection``, ``translate``)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from .errors import BusyError, IntegrityError, MagrayError
+from ..errors import BusyError, IntegrityError, MagrayError
 
 
 # SQLite's primary result codes (the low byte of an extended code) that are foreseeable
@@ -37,7 +30,7 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 60.0) -> "Co
             conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
                                    check_same_thread=False, factory=Connection)
     except sqlite3.DatabaseError as exc:
-        raise _translate(exc, path) from None
+        raise translate(exc, path) from None
     conn.path = path
     return conn
 
@@ -113,78 +106,13 @@ def _translated(exc: sqlite3.DatabaseError, path: Path) -> Exception:
     """``exc`` as magray's error when it is an operational failure; else ``exc`` itself."""
     if (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF not in OPERATIONAL:
         return exc
-    error = _translate(exc, path)
+    error = translate(exc, path)
     error.__cause__ = exc
     error.__suppress_context__ = True
     return error
 
 
-class Reader:
-    """An open magray database, for reading."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):
-        self.conn = conn
-        self.path = path
-        self.busy_timeout = busy_timeout
-
-    @classmethod
-    def open_readonly(cls, path: Path, *, busy_timeout: float = 60.0) -> "Reader":
-        """Open an existing database read-only: no migration, no journal-mode change, no
-        write. (SQLite may still create the -wal/-shm files a WAL reader needs.)"""
-        return cls(connect(path, readonly=True, timeout=busy_timeout), path, busy_timeout)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction: one consistent snapshot for several queries."""
-        self.conn.execute("BEGIN")
-        try:
-            yield self.conn
-        finally:
-            if self.conn.in_transaction:
-                self.conn.execute("COMMIT")
-
-    @contextmanager
-    def _busy_guard(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.OperationalError as exc:
-            raise _translate(exc, self.path) from None
-
-    # -- metadata -------------------------------------------------------------------------
-
-    def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    @property
-    def store_id(self) -> str:
-        return self.meta("store_id") or ""
-
-    def tables(self) -> set[str]:
-        return {row[0] for row in self.conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-    # -- records and the index log --------------------------------------------------------
-
-    def count(self, layer: str) -> int:
-        return self.conn.execute("SELECT count(*) FROM records WHERE layer = ?",
-                                 (layer,)).fetchone()[0]
-
-    def log_head(self, layer: str) -> int:
-        """The newest index-log sequence for a layer (0 when nothing was ever logged)."""
-        return self.conn.execute(  # one statement: it runs on every search, for every layer
-            "SELECT max(coalesce((SELECT max(seq) FROM index_log WHERE layer = ?), 0), "
-            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
-            (layer, f"log_pruned:{layer}")).fetchone()[0]
-
-    def log_pruned_through(self, layer: str) -> int:
-        return int(self.meta(f"log_pruned:{layer}") or 0)
-
-
-def _translate(exc: sqlite3.DatabaseError, path: Path) -> MagrayError:
+def translate(exc: sqlite3.DatabaseError, path: Path) -> MagrayError:
     """SQLite's failure as one line naming the cause and the path. Only a damaged file is an
     integrity failure (exit 3); a full disk, a read-only file or a held lock is operational
     (exit 1): nothing was written, and the same command works once the cause is gone."""

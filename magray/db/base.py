@@ -1,0 +1,256 @@
+"""The storage boundary: what magray's services ask of a database (``Repository``).
+
+``db.store.Store`` implements it on SQLite; another engine (PostgreSQL) implements the same
+methods and nothing above ``magray.db`` changes. The rest of magray never sees SQL, a
+cursor or a connection: only these methods, the values in ``magray.records`` and the few
+types below.
+
+Transactions: ``with repo.write() as tx:`` yields an opaque handle; every method that
+writes inside the caller's transaction takes it first (``repo.insert(tx, ...)``) and does
+nothing else with it. Methods without ``tx`` run on their own (a write in its own short
+transaction, a read on the current snapshot: ``with repo.read():`` holds one snapshot for
+several reads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import (TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Protocol,
+                    Sequence, runtime_checkable)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..layers import Facts
+    from ..records import Filters, NewRecord, Passage, Record, Source, Trashed
+
+Tx = Any  # what write() yields: opaque, only handed back to the repository's methods
+SOURCES = ("records", "trash")  # where stored text lives: what `magray scan` reads
+
+
+@dataclass
+class Op:
+    """One store or search call being timed; written in the call's own write transaction."""
+
+    name: str
+    started: float  # time.perf_counter() at the call's start
+    items: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A record as a plan saw it: trash it only if it is still so (nobody used or moved it)."""
+
+    layer: str
+    access_count: int
+    last_access: str | None
+
+
+class VectorNeeded(Exception):
+    """A text thought to be stored already was deleted before the write: embed it after all."""
+
+
+@runtime_checkable
+class Repository(Protocol):
+    """An open magray database: records and their vectors, the trash, the embedding cache,
+    the index log, passages, sources, metadata and the operation log."""
+
+    path: Path  # the database (backups, sizes and messages name it)
+    busy_timeout: float  # seconds a write waits for another process's
+
+    # -- opening, transactions, metadata ----------------------------------------------------
+    def close(self) -> None:
+        """Close the connection."""
+    def read(self) -> ContextManager[Tx]:
+        """One consistent snapshot for the reads inside the block."""
+    def write(self) -> ContextManager[Tx]:
+        """A write transaction, taken up front (waiting up to busy_timeout); all or nothing."""
+    def reloaded(self) -> None:
+        """Forget what was read once and kept: a restore replaced the database."""
+    def meta(self, key: str) -> str | None:
+        """A metadata value (model, model_key, dim, store_id, ...), None when unset."""
+    def set_meta(self, tx: Tx, key: str, value: str) -> None:
+        """Set a metadata value inside a write transaction."""
+    def add_to_meta(self, key: str, by: int) -> None:
+        """Add ``by`` to the number a metadata key holds (created as ``by``)."""
+    @property
+    def store_id(self) -> str:
+        """This database's identity, made once when it was created."""
+    def tables(self) -> set[str]:
+        """The tables the database holds (tells which migrations an old one lacks)."""
+
+    # -- records -------------------------------------------------------------------------
+    def count(self, layer: str) -> int:
+        """Records in a layer."""
+    def existing(self, layer: str, hashes: Sequence[str]) -> set[str]:
+        """The content hashes among ``hashes`` already stored in ``layer``."""
+    def insert(self, tx: Tx, item: NewRecord, vector: np.ndarray | None, when: str
+               ) -> tuple[int, bool]:
+        """Store a new text, or count the same text in its layer as an access: (id, duplicate)."""
+    def insert_record(self, tx: Tx, record: Record, vector: np.ndarray) -> int:
+        """Insert a complete record as given (an import); its id kept when never issued."""
+    def find(self, tx: Tx, layer: str, digest: str) -> Record | None:
+        """The record holding the text with this content hash in this layer, if any."""
+    def update_metadata(self, tx: Tx, record: Record) -> None:
+        """Overwrite a record's metadata (not its text, layer or vector) by id."""
+    def delete(self, tx: Tx, ids: Sequence[int]) -> None:
+        """Delete records for good (their vectors leave the indexes through the log)."""
+    def touch(self, ids: Sequence[int], op: Op | None = None) -> None:
+        """Count records as accessed now, and log ``op``, in one transaction."""
+    def record_op(self, tx: Tx, op: Op) -> None:
+        """Log a finished store or search call (status's latency and cache figures)."""
+    def issued_through(self) -> int:
+        """The highest record id ever issued (ids are never reused)."""
+    def records(self, ids: Sequence[int]) -> dict[int, Record]:
+        """Records by id (missing ids are absent)."""
+    def records_and_vectors(self, ids: Sequence[int], dim: int
+                            ) -> tuple[dict[int, Record], np.ndarray]:
+        """Records by id and their vectors (rows in the dict's order), in one read."""
+    def vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids that exist, their vectors as a matrix)."""
+    def layer_vectors(self, layer: str, dim: int, batch: int = 8192
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (ids, vectors) of a layer, in batches: what an index is rebuilt from."""
+    def layer_ids(self, layer: str) -> list[int]:
+        """The ids of a layer's records, ascending."""
+    def ids_in_layer(self, ids: Sequence[int], layer: str) -> list[int]:
+        """Those of ``ids`` whose record is in ``layer``."""
+    def texts(self, ids: Iterable[int], layer: str | None = None) -> dict[int, str]:
+        """The text of each of ``ids`` that exists (and is in ``layer``, if given)."""
+    def recent(self, layers: Sequence[str], filters: Filters, limit: int | None
+               ) -> list[Record]:
+        """Records in ``layers`` passing ``filters``, newest first."""
+    def dump(self, layers: Sequence[str], filters: Filters, *, vectors: bool = False,
+             by_layer: bool = False, batch: int = 512
+             ) -> Iterator[tuple[Record, bytes | None]]:
+        """Every matching record (with its raw float32 vector if asked), in batches."""
+    def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
+                     ) -> list[int]:
+        """Ids of records in ``layers`` that pass ``filters``."""
+    def keyword_search(self, match: str, layers: Sequence[str], filters: Filters, limit: int
+                       ) -> list[tuple[int, float]]:
+        """(id, relevance) by full-text rank, best first (higher is better)."""
+
+    # -- the trash -----------------------------------------------------------------------
+    def trash(self, tx: Tx, record_id: int, reason: str, when: str, *,
+              merged_into: int | None = None, unchanged: Unchanged | None = None) -> bool:
+        """Move a record to the trash (only if still ``unchanged``, if given); False if not."""
+    def trashed(self, ids: Sequence[int] | None = None) -> list[Trashed]:
+        """Records in the trash (those of ``ids``, or all), most recently trashed first."""
+    def untrash(self, tx: Tx, record_id: int, vector: bytes | None = None,
+                accessed: str | None = None) -> None:
+        """Put a trashed record back under its own id (a new vector, a new last access)."""
+    def trash_vectors(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:
+        """(raw vector, model key that made it) of trashed records."""
+    def purge_trash(self, tx: Tx, ids: Sequence[int]) -> int:
+        """Destroy these trashed records for good; how many."""
+    def trash_count(self) -> int:
+        """Records in the trash."""
+
+    # -- the index log -------------------------------------------------------------------
+    def log_head(self, layer: str) -> int:
+        """The newest index-log sequence for a layer (0 when nothing was ever logged)."""
+    def log_pruned_through(self, layer: str) -> int:
+        """The sequence up to which a layer's log was pruned."""
+    def changed_since(self, layer: str, seq: int) -> tuple[list[int], int]:
+        """Ids whose vector entered or left ``layer`` after ``seq``, and the new head."""
+    def prune_log(self, layer: str, through: int) -> int:
+        """Forget log rows an index has saved; how many."""
+    def extra_passages(self, layer: str) -> int:
+        """Vectors a layer's index holds beyond one per record (further passages)."""
+
+    # -- the embedding cache -------------------------------------------------------------
+    def cached_vectors(self, model: str, hashes: Sequence[str], dim: int,
+                       used_before: str = "") -> tuple[dict[str, np.ndarray], list[str]]:
+        """(cached vectors by text hash, the hashes among them last used before a time)."""
+    def touch_cache(self, model: str, hashes: Sequence[str], when: str) -> None:
+        """Mark cache entries as used at ``when``."""
+    def cache_vectors(self, tx: Tx, model: str, items: Iterable[tuple[str, np.ndarray]],
+                      when: str) -> None:
+        """Cache (text hash, vector) pairs of a model."""
+    def prune_cache(self, limit_bytes: int, *, dry_run: bool = False) -> tuple[int, int]:
+        """Drop the least recently used entries beyond a size: (entries, bytes)."""
+    def keep_cache_of(self, models: Sequence[str]) -> int:
+        """Delete the cached vectors of every model but these; how many."""
+    def forget_cached_text(self, tx: Tx, digest: str) -> int:
+        """Delete every model's cached vectors of one text (by content hash); how many."""
+    def cache_entries(self) -> int:
+        """Entries in the embedding cache."""
+    def cache_use(self) -> tuple[int, int, int, int]:
+        """Cache (hits, misses) of the recent operations, then of all time."""
+    def operation(self, op: str) -> tuple[list[float], str | None, int, float]:
+        """Recent durations (ascending), the oldest one's time, all-time count and seconds."""
+
+    # -- the lifecycle -------------------------------------------------------------------
+    def facts(self, layer: str, ids: Sequence[int] | None = None) -> list[Facts]:
+        """What scoring looks at, for a layer's records (or those of ``ids``), by id."""
+    def expired(self, layer: str, cutoff: str) -> list[Facts]:
+        """The facts of a layer's records last used before ``cutoff``, by id."""
+    def count_expired(self, layer: str, cutoff: str) -> int:
+        """How many of a layer's records were last used before ``cutoff``."""
+    def created_range(self, layer: str) -> tuple[str | None, str | None]:
+        """When the oldest and the newest record of a layer were created."""
+    def move(self, tx: Tx, record_id: int, layer: str, target: str, when: str
+             ) -> tuple[str, int | None]:
+        """Move a record up ("promoted"), into its twin there ("merged", id), or "changed"."""
+
+    # -- maintenance ---------------------------------------------------------------------
+    def compact(self) -> None:
+        """Reclaim free space, refresh the planner's statistics, empty the write-ahead log."""
+    def optimize_keywords(self) -> str:
+        """Check (rebuild if needed) and merge the keyword index: "optimized" or "rebuilt"."""
+    def reembed_counts(self) -> tuple[int, int]:
+        """(records with a new vector waiting for the switch, records without one)."""
+    def restart_reembed(self, target: str | None) -> None:
+        """Forget the waiting vectors; note the model a re-embedding is for (None: none)."""
+    def unembedded(self, limit: int) -> list[tuple[int, str]]:
+        """(id, text) of records with no new vector waiting yet, by id."""
+    def stage_vectors(self, rows: Sequence[tuple[int, str, np.ndarray]]) -> None:
+        """Keep new vectors waiting, (id, text, vector); skipped where the text changed."""
+    def switch_vectors(self, name: str, key: str, dim: int) -> bool:
+        """Swap all waiting vectors in with the model they belong to; False if some lack one."""
+
+    # -- redaction -----------------------------------------------------------------------
+    def every_text(self, source: str, batch: int = 2000) -> Iterator[Record]:
+        """Every record of a source of stored text (``SOURCES``), by id."""
+    def zero_freed_pages(self) -> None:
+        """Overwrite deleted content from now on (this connection)."""
+    def redact(self, tx: Tx, source: str, record: Record, changes: dict,
+               vector: np.ndarray | None, when: str) -> bool:
+        """Rewrite a record's redacted fields; True when it joined an equal text's record."""
+    def scrub(self) -> None:
+        """Leave no removed text in the files (rebuild the keyword index, compact, checkpoint)."""
+
+    # -- passages ------------------------------------------------------------------------
+    def insert_passages(self, tx: Tx, record_id: int,
+                        parts: Sequence[tuple[Passage, np.ndarray]], layer: str | None = None
+                        ) -> None:
+        """Write a record's passages (replacing any); ``layer``: log it for that index."""
+    def passage_vectors(self, ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(record ids, vectors) of the passages after the first of these records."""
+    def passages(self, ids: Iterable[int], dim: int
+                 ) -> tuple[list[tuple[int, Passage]], np.ndarray]:
+        """Every passage of these records: (record id, passage) and the vectors."""
+    def unsplit(self, after: int, through: int, longer_than: int, limit: int
+                ) -> list[tuple[int, str, str]]:
+        """(id, text, layer) of long records in an id range that have no passages."""
+
+    # -- sources: the files records were ingested from -----------------------------------
+    def sources(self, ids: Iterable[int]) -> dict[int, Source]:
+        """The file and lines each of ``ids`` came from, where it came from one."""
+    def file_hashes(self, paths: Sequence[str]) -> dict[str, set[str]]:
+        """The file hashes recorded for each path."""
+    def records_from(self, path: str) -> dict[int, str]:
+        """Record id -> content hash of the records ingested from a file."""
+    def source_paths(self, prefixes: Sequence[str]) -> list[str]:
+        """Every recorded path under (or equal to) one of ``prefixes``."""
+    def put_source(self, tx: Tx, record_id: int, source: Source, file_hash: str) -> None:
+        """Record that a record holds these lines of a file."""
+    def drop_sources(self, tx: Tx, path: str, record_ids: Sequence[int] | None = None
+                     ) -> None:
+        """Forget that a file held these records (all when None)."""
+    def still_sourced(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that some file still holds."""
