@@ -22,10 +22,7 @@ def vec(seed: int) -> np.ndarray:
 
 @pytest.fixture
 def sqlite_store(tmp_path):
-    try:
-        from magray.db.store import Store
-    except ImportError:
-        from magray.store import Store
+    from magray.db.store import Store
     store = Store.open(tmp_path / "memory.db")
     yield store
     store.close()
@@ -72,10 +69,7 @@ def test_the_same_text_in_the_same_layer_is_an_access_with_tags_merged(store):
 
 
 def test_a_missing_vector_for_a_new_text_asks_for_one(store):
-    try:
-        from magray.db.store import VectorNeeded
-    except ImportError:
-        from magray.store import VectorNeeded
+    from magray.db.base import VectorNeeded
     with pytest.raises(VectorNeeded), store.write() as tx:
         store.insert(tx, NewRecord("never stored"), None, WHEN)
     assert store.count("interact") == 0
@@ -193,10 +187,7 @@ def test_the_embedding_cache(store):
 
 
 def test_touch_counts_accesses_and_records_the_operation(store):
-    try:
-        from magray.db.store import Op
-    except ImportError:
-        from magray.store import Op
+    from magray.db.base import Op
     import time
 
     ids = sample(store)
@@ -208,10 +199,7 @@ def test_touch_counts_accesses_and_records_the_operation(store):
 
 
 def test_keyword_search_ranks_like_fts5(store):
-    try:
-        from magray.db.store import fts_query
-    except ImportError:
-        from magray.store import fts_query
+    from magray.db.store import fts_query
     texts = ["the cafe in munich opens at nine", "wifi router password",
              "router firmware update for the router", "munich munich munich travel notes",
              "foo_bar baz", "nothing relevant here at all"]

@@ -18,7 +18,8 @@ repository methods, export and backup see the same rows. Differences, each for a
   removed (unaccent), no stemming, like ``tokenize='unicode61 remove_diacritics 2'``;
   ``fts_stats`` holds what BM25 needs across the table (rows, words).
 * Timestamps stay fixed-width ISO 8601 text: they compare as strings exactly as in SQLite,
-  and records move between the engines unchanged.
+  and records move between the engines unchanged. They, the hashes and the paths are
+  ``COLLATE "C"`` (byte order, as SQLite's BINARY), whatever the database's locale.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ CREATE TABLE records (
     tags jsonb NOT NULL DEFAULT '[]',      -- array of strings, sorted, unique
     project text,
     session text,
-    created_at text NOT NULL,              -- fixed-width ISO 8601 UTC
-    updated_at text NOT NULL,
-    last_access text,
+    created_at text COLLATE "C" NOT NULL,              -- fixed-width ISO 8601 UTC
+    updated_at text COLLATE "C" NOT NULL,
+    last_access text COLLATE "C",
     access_count integer NOT NULL DEFAULT 0,
     importance double precision NOT NULL DEFAULT 0,
-    content_hash text NOT NULL,
+    content_hash text COLLATE "C" NOT NULL,
     embedding vector NOT NULL,             -- float32, normalised
     pending_embedding vector,              -- optimize --reembed's next vector
     words tsvector NOT NULL DEFAULT '',    -- keyword search (trigger-kept)
@@ -81,9 +82,9 @@ CREATE INDEX index_log_layer_seq ON index_log(layer, seq);
 
 CREATE TABLE embed_cache (
     model text NOT NULL,
-    text_hash text NOT NULL,
+    text_hash text COLLATE "C" NOT NULL,
     vector bytea NOT NULL,                 -- float32 little-endian, as in SQLite
-    last_used text NOT NULL,
+    last_used text COLLATE "C" NOT NULL,
     PRIMARY KEY (model, text_hash)
 );
 CREATE INDEX embed_cache_last_used ON embed_cache(last_used);
@@ -91,7 +92,7 @@ CREATE INDEX embed_cache_last_used ON embed_cache(last_used);
 CREATE TABLE ops (
     id bigserial PRIMARY KEY,
     op text NOT NULL,
-    finished_at text NOT NULL,
+    finished_at text COLLATE "C" NOT NULL,
     seconds double precision NOT NULL,
     items integer NOT NULL,
     cache_hits integer NOT NULL,
@@ -115,15 +116,15 @@ CREATE TABLE trash (
     tags jsonb NOT NULL DEFAULT '[]',
     project text,
     session text,
-    created_at text NOT NULL,
-    updated_at text NOT NULL,
-    last_access text,
+    created_at text COLLATE "C" NOT NULL,
+    updated_at text COLLATE "C" NOT NULL,
+    last_access text COLLATE "C",
     access_count integer NOT NULL DEFAULT 0,
     importance double precision NOT NULL DEFAULT 0,
-    content_hash text NOT NULL,
+    content_hash text COLLATE "C" NOT NULL,
     embedding vector NOT NULL,
     model text,
-    trashed_at text NOT NULL,
+    trashed_at text COLLATE "C" NOT NULL,
     reason text NOT NULL,
     merged_into bigint
 );
@@ -140,7 +141,7 @@ CREATE TABLE passages (
 );
 CREATE TABLE sources (
     record_id bigint NOT NULL,
-    path text NOT NULL,
+    path text COLLATE "C" NOT NULL,
     line_start integer NOT NULL,
     line_end integer NOT NULL,
     body_at integer NOT NULL DEFAULT 0,

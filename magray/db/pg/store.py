@@ -22,8 +22,11 @@ from psycopg.pq import TransactionStatus
 
 from ... import clock
 from ...errors import BusyError, IntegrityError
+from ...layers import access, join
 from ...records import LAYERS, Filters, NewRecord, Record, Trashed
+from ..base import Op, Unchanged, VectorNeeded
 from . import query, schema
+from .upkeep import Upkeep
 from .connection import Vector, connect, register_vector, translate
 from .target import Postgres
 
@@ -39,16 +42,10 @@ COPY_TYPES = ["int8", "text", "text", "text", "jsonb", "text", "text", "text", "
               "int4", "float8", "text", "vector"]
 
 
-def _vector_needed():
-    try:  # the redesign moves the SQLite store into magray/db/ (issue 17)
-        from ..store import VectorNeeded
-    except ImportError:
-        from ...store import VectorNeeded
-    return VectorNeeded
-
-
-class PostgresStore:
+class PostgresStore(Upkeep):
     """An open magray memory on a PostgreSQL server."""
+
+    RECORD_COLUMNS = RECORD_COLUMNS
 
     def __init__(self, target: Postgres, busy_timeout: float = 60.0):
         self.target = target
@@ -73,6 +70,18 @@ class PostgresStore:
             raise
         return store
 
+    @classmethod
+    def open_readonly(cls, target: Postgres, *, busy_timeout: float = 60.0
+                      ) -> "PostgresStore":
+        """Connect for reading only (``magray status``): no migration, and the session
+        refuses every write."""
+        store = cls(target, busy_timeout)
+        store.readonly = True
+        store.conn  # connect now: an unreachable server fails here, in one line
+        return store
+
+    readonly = False
+
     @property
     def conn(self) -> psycopg.Connection:
         """The connection, made again when the last one broke (a server restart)."""
@@ -83,15 +92,15 @@ class PostgresStore:
             self._configure(self._conn)
         return self._conn
 
-    def _configure(self, conn: psycopg.Connection) -> None:
+    def _configure(self, tx: psycopg.Connection) -> None:
         with self._guard():
             # a lock held too long (another client's write) becomes BusyError, as in SQLite
-            conn.execute(f"SET lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
-            conn.execute("SET hnsw.iterative_scan = strict_order")  # filters never starve
+            tx.execute(f"SET lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
+            tx.execute("SET hnsw.iterative_scan = strict_order")  # filters never starve
             if self.ef_search:
-                conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
-            if conn.execute("SELECT to_regtype('vector') IS NOT NULL").fetchone()[0]:
-                register_vector(conn)
+                tx.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
+            if tx.execute("SELECT to_regtype('vector') IS NOT NULL").fetchone()[0]:
+                register_vector(tx)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -123,6 +132,27 @@ class PostgresStore:
                 if conn is not None or not idle or not used.broken:
                     raise
             return self.conn.cursor(binary=binary).execute(sql, params)
+
+    def _one_record(self, table: str, record_id: int, tx: psycopg.Connection,
+                    layer: str | None = None) -> Record | None:
+        """One row of ``records`` or ``trash`` (only if in ``layer``), inside ``tx``."""
+        sql, params = f"SELECT {RECORD_COLUMNS} FROM {table} WHERE id = %s", [record_id]
+        if layer is not None:
+            sql, params = sql + " AND layer = %s", params + [layer]
+        row = self._run(sql, params, conn=tx).fetchone()
+        return _record(row) if row else None
+
+    @staticmethod
+    def _to_record(row: Sequence) -> Record:
+        return _record(row)
+
+    @staticmethod
+    def _tags(tags: Iterable[str]) -> str:
+        return _tags(tags)
+
+    @staticmethod
+    def _vectors_matrix(vectors: Sequence[np.ndarray], dim: int) -> np.ndarray:
+        return _matrix(vectors, dim)
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -167,9 +197,9 @@ class PostgresStore:
         row = self._run("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
         return row[0] if row else None
 
-    def set_meta(self, conn: psycopg.Connection, key: str, value: str) -> None:
+    def set_meta(self, tx: psycopg.Connection, key: str, value: str) -> None:
         self._run("INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET "
-                  "value = excluded.value", (key, value), conn=conn)
+                  "value = excluded.value", (key, value), conn=tx)
 
     def reloaded(self) -> None:
         """Forget what was read once and kept: a restore replaced the database."""
@@ -207,34 +237,34 @@ class PostgresStore:
             "SELECT content_hash FROM records WHERE layer = %s AND content_hash = ANY(%s)",
             (layer, list(hashes)))}
 
-    def insert(self, conn: psycopg.Connection, item: NewRecord, vector: np.ndarray | None,
+    def insert(self, tx: psycopg.Connection, item: NewRecord, vector: np.ndarray | None,
                when: str) -> tuple[int, bool]:
         """Insert one record inside a write transaction, or count a duplicate (the same text
         in the same layer) as an access. Returns (id, duplicate); see Store.insert."""
         row = self._run("SELECT id FROM records WHERE layer = %s AND content_hash = %s",
-                        (item.layer, item.content_hash), conn=conn).fetchone()
+                        (item.layer, item.content_hash), conn=tx).fetchone()
         if row:
-            self.merge(conn, row[0], item, when)
+            self.merge(tx, row[0], item, when)
             return row[0], True
         if vector is None:
-            raise _vector_needed()(item.text)
+            raise VectorNeeded(item.text)
         created = clock.iso(clock.parse_time(item.created_at)) if item.created_at else when
         cursor = self._run(
             "INSERT INTO records (text, layer, kind, tags, project, session, created_at, "
             "updated_at, last_access, access_count, importance, content_hash, embedding) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, 0, %s, %s, %s) RETURNING id",
             (item.text, item.layer, item.kind, _tags(item.tags), item.project, item.session,
-             created, when, item.importance, item.content_hash, Vector(vector)), conn=conn)
+             created, when, item.importance, item.content_hash, Vector(vector)), conn=tx)
         return cursor.fetchone()[0], False
 
-    def insert_many(self, conn: psycopg.Connection, items: Sequence[tuple[NewRecord, Any]],
+    def insert_many(self, tx: psycopg.Connection, items: Sequence[tuple[NewRecord, Any]],
                     when: str) -> list[tuple[int, bool]]:
         """``insert`` for a batch, new records sent with one binary COPY; (id, duplicate) per
         item, in order. A text twice in the batch is one record and one access."""
         existing = dict(self._run(
             "SELECT content_hash || ':' || layer, id FROM records WHERE "
             "(layer, content_hash) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-            ([i.layer for i, _ in items], [i.content_hash for i, _ in items]), conn=conn
+            ([i.layer for i, _ in items], [i.content_hash for i, _ in items]), conn=tx
         ).fetchall())
         fresh, seen = [], set(existing)
         for item, vector in items:
@@ -242,13 +272,13 @@ class PostgresStore:
                 seen.add(_key(item))
                 fresh.append((item, vector))
         ids = [r[0] for r in self._run("SELECT nextval('records_id_seq') FROM "
-                                       "generate_series(1, %s)", (len(fresh),), conn=conn)]
-        with self._guard(), conn.cursor() as cursor, cursor.copy(
+                                       "generate_series(1, %s)", (len(fresh),), conn=tx)]
+        with self._guard(), tx.cursor() as cursor, cursor.copy(
                 f"COPY records ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(COPY_TYPES)
             for record_id, (item, vector) in zip(ids, fresh):
                 if vector is None:
-                    raise _vector_needed()(item.text)
+                    raise VectorNeeded(item.text)
                 created = (clock.iso(clock.parse_time(item.created_at)) if item.created_at
                            else when)
                 copy.write_row((record_id, item.text, item.layer, item.kind, sorted(set(item.tags)),
@@ -262,25 +292,23 @@ class PostgresStore:
                 pending.discard(_key(item))
                 result.append((rid, False))
             else:
-                self.merge(conn, rid, item, when)
+                self.merge(tx, rid, item, when)
                 result.append((rid, True))
         return result
 
-    def merge(self, conn: psycopg.Connection, record_id: int, item: NewRecord, when: str
+    def merge(self, tx: psycopg.Connection, record_id: int, item: NewRecord, when: str
               ) -> bool:
-        """Count ``item`` as an access of the record (tags merged, the higher importance
-        kept); False when the record is no longer in the item's layer."""
-        row = self._run("SELECT tags FROM records WHERE id = %s AND layer = %s",
-                        (record_id, item.layer), conn=conn).fetchone()
+        """Count ``item`` (its text stored again) as an access of the record, joined by the
+        one rule (``layers.join``); False when the record is no longer in the item's layer."""
+        row = self._run(f"SELECT {RECORD_COLUMNS} FROM records WHERE id = %s AND layer = %s "
+                        "FOR UPDATE", (record_id, item.layer), conn=tx).fetchone()
         if row is None:
             return False
-        self._run("UPDATE records SET access_count = access_count + 1, last_access = %s, "
-                  "tags = %s, importance = greatest(importance, %s) WHERE id = %s",
-                  (when, _tags(set(row[0]) | set(item.tags)), item.importance, record_id),
-                  conn=conn)
+        stored = _record(row)
+        self.update_metadata(tx, join([stored, access(stored, item, when)]))
         return True
 
-    def touch(self, ids: Sequence[int], op: Any = None) -> None:
+    def touch(self, ids: Sequence[int], op: Op | None = None) -> None:
         """Count the records as accessed now (and record ``op`` in the same transaction)."""
         if not ids and op is None:
             return
@@ -292,22 +320,22 @@ class PostgresStore:
             if op is not None:
                 self.record_op(conn, op)
 
-    def record_op(self, conn: psycopg.Connection, op: Any) -> None:
+    def record_op(self, tx: psycopg.Connection, op: Op) -> None:
         """Log a finished operation inside a write transaction; keep the last OPS_KEEP."""
         seconds = time.perf_counter() - op.started
         row_id = self._run(
             "INSERT INTO ops (op, finished_at, seconds, items, cache_hits, cache_misses) "
             "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
             (op.name, clock.now_iso(), seconds, op.items, op.cache_hits, op.cache_misses),
-            conn=conn).fetchone()[0]
-        self._run("DELETE FROM ops WHERE id <= %s", (row_id - OPS_KEEP,), conn=conn)
+            conn=tx).fetchone()[0]
+        self._run("DELETE FROM ops WHERE id <= %s", (row_id - OPS_KEEP,), conn=tx)
         self._run(
             "INSERT INTO op_totals VALUES (%s, 1, %s, %s, %s, %s) ON CONFLICT (op) DO UPDATE "
             "SET count = op_totals.count + 1, seconds = op_totals.seconds + excluded.seconds, "
             "items = op_totals.items + excluded.items, "
             "cache_hits = op_totals.cache_hits + excluded.cache_hits, "
             "cache_misses = op_totals.cache_misses + excluded.cache_misses",
-            (op.name, seconds, op.items, op.cache_hits, op.cache_misses), conn=conn)
+            (op.name, seconds, op.items, op.cache_hits, op.cache_misses), conn=tx)
 
     def records(self, ids: Sequence[int]) -> dict[int, Record]:
         """Records by id (missing ids are simply absent)."""
@@ -368,10 +396,10 @@ class PostgresStore:
                 for row in rows:
                     yield _record(row[:WIDTH]), (_blob(row[WIDTH]) if vectors else None)
 
-    def find(self, conn: psycopg.Connection, layer: str, digest: str) -> Record | None:
+    def find(self, tx: psycopg.Connection, layer: str, digest: str) -> Record | None:
         """The record holding the text with this hash in this layer, if any."""
         row = self._run(f"SELECT {RECORD_COLUMNS} FROM records WHERE layer = %s AND "
-                        f"content_hash = %s", (layer, digest), conn=conn).fetchone()
+                        f"content_hash = %s", (layer, digest), conn=tx).fetchone()
         return _record(row) if row else None
 
     def issued_through(self) -> int:
@@ -379,12 +407,12 @@ class PostgresStore:
         return self._run("SELECT CASE WHEN is_called THEN last_value ELSE 0 END "
                          "FROM records_id_seq").fetchone()[0]
 
-    def insert_record(self, conn: psycopg.Connection, record: Record, vector: np.ndarray) -> int:
+    def insert_record(self, tx: psycopg.Connection, record: Record, vector: np.ndarray) -> int:
         """Insert a complete record as given, inside a write transaction; its id is kept
         when this store never issued it (the sequence then moves past it), else a new one."""
         keep = record.id if record.id and record.id > self.issued_through() else None
         if keep:
-            self._run("SELECT setval('records_id_seq', %s)", (keep,), conn=conn)
+            self._run("SELECT setval('records_id_seq', %s)", (keep,), conn=tx)
         return self._run(
             "INSERT INTO records (id, text, layer, kind, tags, project, session, created_at, "
             "updated_at, last_access, access_count, importance, content_hash, embedding) "
@@ -393,9 +421,9 @@ class PostgresStore:
             (keep, record.text, record.layer, record.kind, _tags(record.tags), record.project,
              record.session, record.created_at, record.updated_at, record.last_access,
              record.access_count, record.importance, record.content_hash, Vector(vector)),
-            conn=conn).fetchone()[0]
+            conn=tx).fetchone()[0]
 
-    def update_metadata(self, conn: psycopg.Connection, record: Record) -> None:
+    def update_metadata(self, tx: psycopg.Connection, record: Record) -> None:
         """Overwrite a record's metadata (not its text, layer or vector) by id."""
         self._run(
             "UPDATE records SET kind = %s, tags = %s, project = %s, session = %s, "
@@ -403,29 +431,33 @@ class PostgresStore:
             "importance = %s WHERE id = %s",
             (record.kind, _tags(record.tags), record.project, record.session,
              record.created_at, record.updated_at, record.last_access, record.access_count,
-             record.importance, record.id), conn=conn)
+             record.importance, record.id), conn=tx)
 
-    def delete(self, conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    def delete(self, tx: psycopg.Connection, ids: Sequence[int]) -> None:
         """Delete records inside a write transaction; the triggers log them for the indexes."""
-        self._run("DELETE FROM records WHERE id = ANY(%s)", (_ids(ids),), conn=conn)
+        self._run("DELETE FROM records WHERE id = ANY(%s)", (_ids(ids),), conn=tx)
 
     # -- the trash ------------------------------------------------------------------------
 
-    def trash(self, conn: psycopg.Connection, record_id: int, reason: str, when: str, *,
-              merged_into: int | None = None, where: str = "true", params: Sequence = ()
-              ) -> bool:
-        """Move one record to the trash inside a write transaction, if it passes ``where``
-        (a condition on its row, ``%s`` placeholders). False when it was not moved."""
+    def trash(self, tx: psycopg.Connection, record_id: int, reason: str, when: str, *,
+              merged_into: int | None = None, unchanged: Unchanged | None = None) -> bool:
+        """Move one record to the trash inside a write transaction; with ``unchanged``, only
+        if it is still in that layer with that access count and last access. Leaving
+        ``records`` fires the same triggers as a delete. False when it was not moved."""
+        where, params = "true", ()
+        if unchanged is not None:
+            where = "layer = %s AND access_count = %s AND last_access IS NOT DISTINCT FROM %s"
+            params = (unchanged.layer, unchanged.access_count, unchanged.last_access)
         moved = self._run(
             f"INSERT INTO trash ({RECORD_COLUMNS}, embedding, model, trashed_at, reason, "
             f"merged_into) SELECT {RECORD_COLUMNS}, embedding, "
             f"(SELECT value FROM meta WHERE key = 'model_key'), %s, %s, %s FROM records "
-            f"WHERE id = %s AND ({where}) ON CONFLICT (id) DO UPDATE SET "
+            f"WHERE id = %s AND {where} ON CONFLICT (id) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in _TRASH_COLUMNS),
-            (when, reason, merged_into, record_id, *params), conn=conn).rowcount
+            (when, reason, merged_into, record_id, *params), conn=tx).rowcount
         if not moved:
             return False
-        self._run("DELETE FROM records WHERE id = %s", (record_id,), conn=conn)
+        self._run("DELETE FROM records WHERE id = %s", (record_id,), conn=tx)
         return True
 
     def trashed(self, ids: Sequence[int] | None = None) -> list[Trashed]:
@@ -437,7 +469,7 @@ class PostgresStore:
         return [Trashed(_record(row[:WIDTH]), *row[WIDTH:]) for row in
                 self._run(sql + " ORDER BY trashed_at DESC, id DESC", params)]
 
-    def untrash(self, conn: psycopg.Connection, record_id: int, vector: bytes | None = None,
+    def untrash(self, tx: psycopg.Connection, record_id: int, vector: bytes | None = None,
                 accessed: str | None = None) -> None:
         """Put a trashed record back under its own id, inside a write transaction
         (``vector``: a replacement float32 vector; ``accessed``: its new last access)."""
@@ -445,8 +477,8 @@ class PostgresStore:
         replacement = Vector(np.frombuffer(vector, dtype=np.float32)) if vector else None
         self._run(f"INSERT INTO records ({RECORD_COLUMNS}, embedding) SELECT {columns}, "
                   f"coalesce(%s::vector, embedding) FROM trash WHERE id = %s",
-                  (accessed, replacement, record_id), conn=conn)
-        self._run("DELETE FROM trash WHERE id = %s", (record_id,), conn=conn)
+                  (accessed, replacement, record_id), conn=tx)
+        self._run("DELETE FROM trash WHERE id = %s", (record_id,), conn=tx)
 
     def trash_vectors(self, ids: Sequence[int]) -> dict[int, tuple[bytes, str | None]]:
         """(raw float32 vector, model key that made it) of trashed records."""
@@ -454,10 +486,10 @@ class PostgresStore:
             "SELECT id, embedding, model FROM trash WHERE id = ANY(%s)", (_ids(ids),),
             binary=True)}
 
-    def purge_trash(self, conn: psycopg.Connection, ids: Sequence[int]) -> int:
+    def purge_trash(self, tx: psycopg.Connection, ids: Sequence[int]) -> int:
         """Destroy these trashed records for good, inside a write transaction; how many."""
         return self._run("DELETE FROM trash WHERE id = ANY(%s)", (_ids(ids),),
-                         conn=conn).rowcount
+                         conn=tx).rowcount
 
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:
@@ -535,22 +567,18 @@ class PostgresStore:
         return sorted({r[1] for r in rows}), head
 
     def ids_in_layer(self, ids: Sequence[int], layer: str) -> list[int]:
-        return [r[0] for r in self.among(ids, "id", "layer = %s", (layer,))]
+        return [r[0] for r in self._run("SELECT id FROM records WHERE id = ANY(%s) AND "
+                                        "layer = %s", (_ids(ids), layer))]
 
-    def among(self, ids: Iterable[int], columns: str, where: str = "true",
-              params: Sequence = ()) -> psycopg.Cursor:
-        """``SELECT columns FROM records WHERE where`` for these ids only."""
-        return self._run(f"SELECT {columns} FROM records WHERE id = ANY(%s) AND ({where})",
-                         (_ids(ids), *params))
-
-    def prune_log(self, layer: str, through: int) -> None:
-        """Forget log rows an index has saved; they are never needed again."""
+    def prune_log(self, layer: str, through: int) -> int:
+        """Forget log rows an index has saved (they are never needed again); how many."""
         if through <= self.log_pruned_through(layer):
-            return
+            return 0
         with self.write() as conn:
-            self._run("DELETE FROM index_log WHERE layer = %s AND seq <= %s", (layer, through),
-                      conn=conn)
+            pruned = self._run("DELETE FROM index_log WHERE layer = %s AND seq <= %s",
+                               (layer, through), conn=conn).rowcount
             self.set_meta(conn, f"log_pruned:{layer}", str(through))
+        return pruned
 
     # -- the embedding cache --------------------------------------------------------------
 
@@ -575,12 +603,12 @@ class PostgresStore:
                 self._run("UPDATE embed_cache SET last_used = %s WHERE model = %s AND "
                           "text_hash = ANY(%s)", (when, model, list(hashes)), conn=conn)
 
-    def cache_vectors(self, conn: psycopg.Connection, model: str,
+    def cache_vectors(self, tx: psycopg.Connection, model: str,
                       items: Iterable[tuple[str, np.ndarray]], when: str) -> None:
         rows = [(model, digest, np.asarray(vec, dtype=np.float32).tobytes(), when)
                 for digest, vec in items]
         if rows:
-            with self._guard(), conn.cursor() as cursor:
+            with self._guard(), tx.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO embed_cache VALUES (%s, %s, %s, %s) ON CONFLICT "
                     "(model, text_hash) DO UPDATE SET last_used = excluded.last_used", rows)
