@@ -102,6 +102,21 @@ def pg_store(pg_target):
     store.close()
 
 
+@pytest.fixture
+def sqlite_store(tmp_path):
+    from magray.db.store import Store
+
+    store = Store.open(tmp_path / "memory.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request):
+    """The same test on both engines: what the SQLite store answers, PostgreSQL must too."""
+    return request.getfixturevalue("sqlite_store" if request.param == "sqlite" else "pg_store")
+
+
 if os.environ.get("MAGRAY_PG_DEBUG"):  # the package's own log, when a start fails
     import logging
 

@@ -20,19 +20,6 @@ def vec(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-@pytest.fixture
-def sqlite_store(tmp_path):
-    from magray.db.store import Store
-    store = Store.open(tmp_path / "memory.db")
-    yield store
-    store.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request):
-    return request.getfixturevalue("sqlite_store" if request.param == "sqlite" else "pg_store")
-
-
 def sample(store) -> list[int]:
     items = [NewRecord("the wifi password is on the fridge", tags=("home", "wifi")),
              NewRecord("deploy with make release", layer="insights", project="web",
