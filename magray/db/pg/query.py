@@ -14,12 +14,14 @@ BM25_K1, BM25_B = 1.2, 0.75
 DTYPE_TYPES = {"f32": ("vector", "vector_ip_ops"), "f16": ("halfvec", "halfvec_ip_ops")}
 
 
-def filter_sql(layers: Sequence[str], filters: Filters, table: str = "records"
+def filter_sql(layers: Sequence[str] | None, filters: Filters, table: str = "records"
                ) -> tuple[str, list]:
-    """A WHERE clause (``%s`` placeholders) and its parameters for layers and filters: the
-    same conditions as the SQLite store's ``filter_sql``."""
+    """A WHERE clause (``%s`` placeholders) and its parameters for layers (None: no layer
+    condition) and filters: the same conditions as the SQLite store's ``filter_sql``."""
     t = table
-    clauses, params = [f"{t}.layer = ANY(%s)"], [list(layers)]
+    clauses, params = ["true"], []
+    if layers is not None:
+        clauses, params = [f"{t}.layer = ANY(%s)"], [list(layers)]
     if filters.tags:  # every tag must be there: jsonb containment, through the GIN index
         clauses.append(f"{t}.tags @> %s::jsonb")
         params.append(json.dumps(sorted(set(filters.tags))))

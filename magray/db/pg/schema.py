@@ -161,27 +161,34 @@ END $$;
 CREATE TRIGGER records_words BEFORE INSERT OR UPDATE OF text ON records
     FOR EACH ROW EXECUTE FUNCTION records_words();
 
+-- Inserts and deletes are handled per statement, from their transition tables: a COPY of
+-- thousands of records updates the BM25 totals' one row once, not once per record.
 CREATE FUNCTION records_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO index_log(layer, record_id) VALUES (NEW.layer, NEW.id);
-    UPDATE fts_stats SET rows = rows + 1, words = words + NEW.word_count;
+    INSERT INTO index_log(layer, record_id) SELECT layer, id FROM inserted ORDER BY id;
+    UPDATE fts_stats SET rows = rows + s.n, words = words + s.w
+    FROM (SELECT count(*) AS n, coalesce(sum(word_count), 0) AS w FROM inserted) s
+    WHERE s.n > 0;
     RETURN NULL;
 END $$;
-CREATE TRIGGER records_insert AFTER INSERT ON records
-    FOR EACH ROW EXECUTE FUNCTION records_inserted();
+CREATE TRIGGER records_insert AFTER INSERT ON records REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION records_inserted();
 
 CREATE FUNCTION records_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO index_log(layer, record_id) VALUES (OLD.layer, OLD.id);
-    UPDATE fts_stats SET rows = rows - 1, words = words - OLD.word_count;
-    IF NOT EXISTS (SELECT 1 FROM trash WHERE id = OLD.id) THEN
-        DELETE FROM passages WHERE record_id = OLD.id;
-        DELETE FROM sources WHERE record_id = OLD.id;
-    END IF;
+    INSERT INTO index_log(layer, record_id) SELECT layer, id FROM deleted ORDER BY id;
+    UPDATE fts_stats SET rows = rows - s.n, words = words - s.w
+    FROM (SELECT count(*) AS n, coalesce(sum(word_count), 0) AS w FROM deleted) s
+    WHERE s.n > 0;
+    -- a trashed record keeps its passages and sources (a restore brings it back whole)
+    DELETE FROM passages p USING deleted d WHERE p.record_id = d.id
+        AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.id = d.id);
+    DELETE FROM sources s USING deleted d WHERE s.record_id = d.id
+        AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.id = d.id);
     RETURN NULL;
 END $$;
-CREATE TRIGGER records_delete AFTER DELETE ON records
-    FOR EACH ROW EXECUTE FUNCTION records_deleted();
+CREATE TRIGGER records_delete AFTER DELETE ON records REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION records_deleted();
 
 CREATE FUNCTION records_text_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

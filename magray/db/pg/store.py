@@ -54,6 +54,7 @@ class PostgresStore(Upkeep):
         self._conn: psycopg.Connection | None = None
         self._store_id: str | None = None
         self.ef_search: int | None = None
+        self._index_spec: str | None = None  # meta vector_index: the cast searches use
 
     # -- opening --------------------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class PostgresStore(Upkeep):
     def reloaded(self) -> None:
         """Forget what was read once and kept: a restore replaced the database."""
         self._store_id = None
+        self._index_spec = None
 
     @property
     def store_id(self) -> str:
@@ -531,6 +533,7 @@ class PostgresStore(Upkeep):
                           f"{ops}) WITH (m = {int(m)}, ef_construction = "
                           f"{int(ef_construction)}) WHERE layer = '{layer}'", conn=conn)
             self.set_meta(conn, "vector_index", spec)
+        self._index_spec = spec
         self._run("ANALYZE records")  # a planner that knows the table uses the index
         return True
 
@@ -539,15 +542,13 @@ class PostgresStore(Upkeep):
         """The ``k`` records of ``layer`` nearest ``vector`` that pass ``filters``, (id,
         inner product) best first, through the layer's HNSW index (iterative scans keep
         going until ``k`` pass the filters)."""
-        spec = self.meta("vector_index")
-        if spec is None:  # no index yet (nothing stored): an exact scan of nothing
-            cast = f"vector({len(vector)})"
-        else:
-            cast = spec.split()[0]
-        where, params = query.filter_sql([query.check_layer(layer)], filters)
+        if self._index_spec is None:  # read once: a search should cost one round trip
+            self._index_spec = self.meta("vector_index")
+        cast = (self._index_spec or f"vector({len(vector)})").split()[0]
+        where, params = query.filter_sql(None, filters)
         rows = self._run(
             f"SELECT id, -(embedding::{cast} <#> %s::{cast}) FROM records "
-            f"WHERE layer = '{layer}' AND {where} "
+            f"WHERE layer = '{query.check_layer(layer)}' AND {where} "
             f"ORDER BY embedding::{cast} <#> %s::{cast} LIMIT %s",
             (Vector(vector), *params, Vector(vector), k))
         return [(row[0], float(row[1])) for row in rows]
