@@ -152,6 +152,7 @@ def search_figures(store, vectors: np.ndarray, queries: np.ndarray, args) -> dic
     cast, ops = vector_type(args.dtype, DIM)
     build = timed(lambda: store.ensure_vector_index(DIM, args.dtype, args.m,
                                                     args.ef_construction))
+    store.conn.execute("SET maintenance_work_mem = '256MB'")  # as ensure_vector_index
     store.conn.execute(f"CREATE INDEX ON bare USING hnsw ((embedding::{cast}) {ops}) WITH "
                        f"(m = {args.m}, ef_construction = {args.ef_construction})")
     store.conn.execute("ANALYZE bare")

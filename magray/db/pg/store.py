@@ -526,6 +526,8 @@ class PostgresStore(Upkeep):
         if self.meta("vector_index") == spec:
             return False
         with self.write() as conn:
+            # an HNSW graph built in memory is many times faster than one spilled to disk
+            self._run("SET LOCAL maintenance_work_mem = '256MB'", conn=conn)
             for layer in LAYERS:
                 name = query.index_name(layer)
                 self._run(f"DROP INDEX IF EXISTS {name}", conn=conn)
