@@ -102,3 +102,10 @@ def test_a_new_dimension_rebuilds_the_indexes(pg_store):
     assert pg_store.ensure_vector_index(DIM, "f32")
     assert pg_store.ensure_vector_index(DIM * 2, "f32")
     assert pg_store.meta("vector_index").startswith(f"vector({DIM * 2})")
+
+
+def test_server_facts_for_status(pg_store):
+    facts = pg_store.server_facts()
+    assert facts["postgresql"].startswith("18") and facts["pgvector"].startswith("0.8")
+    assert facts["server"] == pg_store.target.host and facts["latency_seconds"] >= 0
+    assert pg_store.database_bytes() > 0

@@ -618,6 +618,11 @@ class PostgresStore(Upkeep):
 
     # -- the server -----------------------------------------------------------------------
 
+    def database_bytes(self) -> int:
+        """The database's size on the server (what ``optimize`` reports before and after;
+        the SQLite engine measures its file: the boundary lacks this method yet)."""
+        return self._run("SELECT pg_database_size(current_database())").fetchone()[0]
+
     def server_facts(self) -> dict[str, Any]:
         """What ``status`` reports of the server: its address, round-trip latency,
         PostgreSQL and pgvector versions."""
