@@ -117,6 +117,23 @@ def store(request):
     return request.getfixturevalue("sqlite_store" if request.param == "sqlite" else "pg_store")
 
 
+@pytest.fixture
+def on_postgres(monkeypatch, pg_target):
+    """Every ``Memory.open`` in the test opens the test's PostgreSQL database instead of the
+    home's SQLite file: how the behaviour suites run again on PostgreSQL before the
+    ``database`` setting chooses the engine (the home still holds config and indexes)."""
+    from magray import memory as memory_module
+    from magray.db.pg.store import PostgresStore
+
+    class OnPostgres:
+        @staticmethod
+        def open(path, *, busy_timeout: float = 60.0):
+            return PostgresStore.open(pg_target, busy_timeout=busy_timeout)
+
+    monkeypatch.setattr(memory_module, "Store", OnPostgres)
+    return pg_target
+
+
 if os.environ.get("MAGRAY_PG_DEBUG"):  # the package's own log, when a start fails
     import logging
 
