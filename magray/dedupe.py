@@ -21,13 +21,17 @@ import numpy as np
 from . import clock
 from .errors import InputError, NotFoundError
 from .layers import join
-from .lifecycle import search_many
+from .index import search_many
 from .records import NewRecord, Record, Stored
 
 if TYPE_CHECKING:
     from usearch.index import Index
 
-    from .memory import Memory
+    from .config import Settings
+    from .db.base import Repository
+    from .embedding import Embedder
+    from .encoder import Encoder
+    from .index import Indexes
 
 NEAR_CANDIDATES = 4  # nearest indexed records checked exactly for a near-duplicate
 REFRESH_AFTER = 4096  # records a store call adds before it re-opens the layer's index
@@ -76,11 +80,11 @@ class Merged:
 # -- what the model can read ------------------------------------------------------------------
 
 
-def unreadable(memory: "Memory", texts: Sequence[str]) -> list[bool]:
+def unreadable(embedder: "Embedder", texts: Sequence[str]) -> list[bool]:
     """For each text, whether the model sees mostly unknown tokens in it (or none at all),
     measured with the model's own tokenizer. Models without a tokenizer.json beside them
     (or the test suite's fake) read everything."""
-    source = getattr(memory.embedder, "source", None)
+    source = getattr(embedder, "source", None)
     tokenizer = _tokenizer(str(source)) if source else None
     if tokenizer is None:
         return [False] * len(texts)
@@ -119,9 +123,10 @@ class NearDuplicates:
     batch. Records other processes store meanwhile are seen at the next refresh.
     """
 
-    def __init__(self, memory: "Memory"):
-        self.memory = memory
-        self.threshold = float(memory.settings.near_duplicate_similarity)
+    def __init__(self, store: "Repository", indexes: "Indexes", encoder: "Encoder",
+                 settings: "Settings"):
+        self.store, self.indexes, self.encoder = store, indexes, encoder
+        self.threshold = float(settings.near_duplicate_similarity)
         self._views: dict[str, "Index | None"] = {}
         self._added: dict[str, _Added] = {}
 
@@ -132,7 +137,7 @@ class NearDuplicates:
         if not vectors:
             return {}
         texts = [t for t in dict.fromkeys(i.text for i in batch) if t in vectors]
-        blind = {t for t, bad in zip(texts, unreadable(self.memory, texts)) if bad}
+        blind = {t for t, bad in zip(texts, unreadable(self.encoder.embedder, texts)) if bad}
         found: dict[int, Near] = {}
         for layer in sorted({item.layer for item in batch}):
             positions, seen = [], set()
@@ -175,7 +180,7 @@ class NearDuplicates:
         threshold or closer (similarities computed exactly)."""
         candidates = self._candidates(layer, matrix)
         texts = list({t for found in candidates for t, _ in found.values()})
-        blind = {t for t, bad in zip(texts, unreadable(self.memory, texts)) if bad}
+        blind = {t for t, bad in zip(texts, unreadable(self.encoder.embedder, texts)) if bad}
         result: list[tuple[int, float] | None] = []
         for row, found in enumerate(candidates):
             best = None
@@ -196,13 +201,13 @@ class NearDuplicates:
             self._views.pop(layer)
             self._added.pop(layer)
         if layer not in self._views:
-            empty = self.memory.db.count(layer) == 0
-            self._views[layer] = None if empty else self.memory.index(layer).open_view()
+            empty = self.store.count(layer) == 0
+            self._views[layer] = None if empty else self.indexes.layer(layer).open_view()
         view = self._views[layer]
         found = search_many(view, matrix, NEAR_CANDIDATES) if view is not None \
             else [[] for _ in range(len(matrix))]
         margin = self.threshold - 0.01  # index distances may be approximate (f16)
-        stored = _stored(self.memory, layer, sorted({k for row in found for k, sim in row
+        stored = _stored(self.store, self.encoder.dim, layer, sorted({k for row in found for k, sim in row
                                                      if sim >= margin}))
         rows = [{k: stored[k] for k, sim in row if k in stored} for row in found]
         added = self._added.get(layer)
@@ -249,12 +254,13 @@ class _Added:
         self.texts.append(text)
 
 
-def _stored(memory: "Memory", layer: str, ids: list[int]) -> dict[int, tuple[str, np.ndarray]]:
+def _stored(store: "Repository", dim: int, layer: str, ids: list[int]
+            ) -> dict[int, tuple[str, np.ndarray]]:
     """Text and vector of those ``ids`` still in ``layer``."""
     if not ids:
         return {}
-    keys, vectors = memory.db.vectors(ids, memory.dim)
-    texts = memory.db.texts(ids, layer)
+    keys, vectors = store.vectors(ids, dim)
+    texts = store.texts(ids, layer)
     return {k: (texts[k], v) for k, v in zip(keys.tolist(), vectors) if k in texts}
 
 
@@ -272,32 +278,34 @@ def _nearest_earlier(sims: np.ndarray, positions: list[int], row: int, threshold
 # -- review: ``magray duplicates`` -------------------------------------------------------------
 
 
-def clusters(memory: "Memory", layers: Sequence[str], threshold: float) -> list[Cluster]:
+def clusters(store: "Repository", indexes: "Indexes", encoder: "Encoder", layers: Sequence[str],
+             threshold: float) -> list[Cluster]:
     """Clusters of near-duplicate records in each layer, closest first. Each record's
     nearest neighbours come from the layer's index and are re-scored exactly."""
-    if memory.recorded_model()[1] is None:
+    if store.model_meta()[1] is None:
         return []
     result: list[Cluster] = []
     for layer in layers:
-        pairs = _layer_pairs(memory, layer, threshold)
-        result += _join(memory, layer, pairs)
+        pairs = _layer_pairs(store, indexes, encoder, layer, threshold)
+        result += _join(store, layer, pairs)
     result.sort(key=lambda c: (-c.similarity, c.records[0].id))
     return result
 
 
-def _layer_pairs(memory: "Memory", layer: str, threshold: float
+def _layer_pairs(store: "Repository", indexes: "Indexes", encoder: "Encoder", layer: str,
+                 threshold: float
                  ) -> dict[tuple[int, int], float]:
-    view = memory.index(layer).open_view()
+    view = indexes.layer(layer).open_view()
     if view is None:
         return {}
     pairs: dict[tuple[int, int], float] = {}
-    ids = memory.db.layer_ids(layer)
+    ids = store.layer_ids(layer)
     margin = threshold - 0.01  # index distances may be approximate (f16)
     for start in range(0, len(ids), CLUSTER_CHUNK):
-        keys, vectors = memory.db.vectors(ids[start:start + CLUSTER_CHUNK], memory.dim)
+        keys, vectors = store.vectors(ids[start:start + CLUSTER_CHUNK], encoder.dim)
         found = search_many(view, vectors, NEAR_CANDIDATES + 1)
         close = sorted({k for row in found for k, sim in row if sim >= margin})
-        near = _stored(memory, layer, close)
+        near = _stored(store, encoder.dim, layer, close)
         for key, vector, row in zip(keys.tolist(), vectors, found):
             for other, sim in row:
                 if other != key and other in near and (exact := float(
@@ -305,13 +313,13 @@ def _layer_pairs(memory: "Memory", layer: str, threshold: float
                     pairs[min(key, other), max(key, other)] = exact
     if not pairs:
         return {}
-    texts = memory.db.texts({i for p in pairs for i in p})
+    texts = store.texts({i for p in pairs for i in p})
     order = list(texts)
-    blind = {i for i, bad in zip(order, unreadable(memory, [texts[i] for i in order])) if bad}
+    blind = {i for i, bad in zip(order, unreadable(encoder.embedder, [texts[i] for i in order])) if bad}
     return {p: s for p, s in pairs.items() if not blind & set(p)}
 
 
-def _join(memory: "Memory", layer: str, pairs: Mapping[tuple[int, int], float]
+def _join(store: "Repository", layer: str, pairs: Mapping[tuple[int, int], float]
           ) -> list[Cluster]:
     """Union the pairs into clusters (a record is in at most one)."""
     parent: dict[int, int] = {}
@@ -330,27 +338,27 @@ def _join(memory: "Memory", layer: str, pairs: Mapping[tuple[int, int], float]
     best: dict[int, float] = {}
     for (a, _), sim in pairs.items():
         best[root(a)] = max(best.get(root(a), 0.0), sim)
-    records = memory.db.records(list(parent))
+    records = store.records(list(parent))
     return [Cluster(layer, best[r], tuple(records[i] for i in members if i in records))
             for r, members in groups.items()]
 
 
-def merge(memory: "Memory", ids: Sequence[int]) -> Merged:
+def merge(store: "Repository", ids: Sequence[int]) -> Merged:
     """Join records of one layer into the first (``layers.join``: tags united, the highest
     importance, the accesses summed, the earliest creation and latest access; kind, project
     and session kept where the first has none). The others go to the trash, as merged into
     the first."""
     wanted = list(dict.fromkeys(ids))
     if len(wanted) < 2:
-        raise InputError("--merge needs at least two record ids (the first is kept)")
-    with memory.db.write() as conn:
-        found = memory.db.records(wanted)
+        raise InputError("ids: give at least two record ids (the first is kept)", param="ids")
+    with store.write() as tx:
+        found = store.records(wanted)
         NotFoundError.unless_all(wanted, found, "merged")
         group = [found[i] for i in wanted]
         if len({r.layer for r in group}) > 1:
             raise InputError("records of different layers cannot be merged; nothing was merged")
         kept = join(group, clock.now_iso())
-        memory.db.update_metadata(conn, kept)
+        store.update_metadata(tx, kept)
         for record in group[1:]:
-            memory.db.trash(conn, record.id, "merged", kept.updated_at, merged_into=kept.id)
+            store.trash(tx, record.id, "merged", kept.updated_at, merged_into=kept.id)
     return Merged(kept, tuple(group[1:]))

@@ -8,6 +8,12 @@ class MagrayError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str = "", *, param: str | None = None):
+        super().__init__(message)
+        # The library parameter the message names, spelled as in the message ("top_k",
+        # "replace=True"): a Python caller reads it, the CLI puts its own flag in its place.
+        self.param = param
+
 
 class InputError(MagrayError):
     """Bad usage or bad input; nothing was written (exit 2)."""

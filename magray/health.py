@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import __version__, clock, config, paths
+from . import __version__, clock, config, paths, units
 from .errors import BusyError, MagrayError
 from .locks import locked
 from .db.reader import Reader
@@ -526,7 +526,7 @@ class _Checker:
         age = self.now.timestamp() - mtime
         if max_age_s is not None and age > max_age_s:
             self.alert("warning", "backup_old",
-                       f"the newest backup ({name}) is {_age(age)} old, past "
+                       f"the newest backup ({name}) is {units.duration(age)} old, past "
                        f"backup_max_age = {self.settings.backup_max_age}",
                        "run `magray backup` (cron: `magray backup --keep-daily 7 --keep-weekly 4`)")
         latest_at = clock.iso(datetime.fromtimestamp(mtime, timezone.utc))
@@ -583,13 +583,6 @@ def _size_or_none(path: Path) -> int | None:
 
 def _wal(database: Path) -> Path:
     return database.with_name(database.name + "-wal")
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 # -- Prometheus text exposition ----------------------------------------------------------

@@ -21,17 +21,19 @@ import sys
 import types
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 from . import files
-from .errors import IntegrityError
+from .errors import IntegrityError, MagrayError
 from .locks import locked
 from .db.connection import disk_full, nearly_full
+from .records import LAYERS
 
 if TYPE_CHECKING:
     import numpy as np
     from usearch.index import Index
 
+    from . import config, paths
     from .db.store import Store
 
 FORMAT = 2  # 2: several vectors per record (multi=True), one per passage of a long text
@@ -363,3 +365,73 @@ class LayerIndex:
         """The deep check: does the file's CRC-32 match its sidecar?"""
         state = self.state()
         return state is not None and self._checksum_matches(state)
+
+
+class Indexes:
+    """The layers' indexes of one open memory, each kept for the life of the memory: it
+    holds its memory-mapped view between searches and re-checks freshness cheaply."""
+
+    def __init__(self, store: "Store", settings: "config.Settings", where: "paths.Paths",
+                 dim: Callable[[], int]):
+        self.store = store
+        self.settings = settings
+        self.paths = where
+        self.dim = dim  # the recorded dimension, or the embedder's before any vector
+        self._open: dict[str, LayerIndex] = {}
+
+    def layer(self, name: str) -> LayerIndex:
+        """The layer's index, made anew only when its shape (dimension, settings) changed."""
+        s = self.settings
+        spec = IndexSpec(dim=self.dim(), dtype=s.index_dtype, m=s.hnsw_m,
+                         ef_construction=s.hnsw_ef_construction)
+        index = self._open.get(name)
+        if index is None or index.spec != spec:
+            index = self._open[name] = LayerIndex(
+                self.paths.indexes, name, spec, self.store, ef_search=s.hnsw_ef_search,
+                lock_timeout=s.busy_timeout)
+        return index
+
+    def clear(self) -> None:
+        """Forget the open indexes: a restore replaced the data they describe."""
+        self._open.clear()
+
+    def sync(self, layers: Iterable[str] = LAYERS, *, rebuild: bool = False
+             ) -> list[SyncReport]:
+        """Bring the layers' indexes in step with the database (nothing to do before the
+        first vector is stored)."""
+        if self.store.model_meta()[1] is None:
+            return []
+        return [self.layer(name).sync(rebuild=rebuild) for name in layers]
+
+    def after_write(self, layers: Iterable[str], warn: Callable[[str], None]
+                    ) -> list[SyncReport]:
+        """Update indexes after a committed write: the one way every write path does its
+        after-commit work. The records are safe in the database already, so any failure
+        here (a full disk, an index lock held too long) is a warning, never the write's
+        failure: the next command repairs the index. Returns the layers' sync reports."""
+        reports = []
+        for name in layers:
+            try:
+                reports.append(self.layer(name).sync())
+            except (MagrayError, OSError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                warn(f"the {name} index could not be updated ({why}); "
+                     "the next command will repair it")
+        return reports
+
+
+def search_many(view: "Index", vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Top-k (key, inner product) in an index view for each row of ``vectors`` (counting a
+    layer's near neighbours, near-duplicates)."""
+    import numpy as np  # not at import time: `magray status` reads indexes without numpy
+
+    if not len(vectors) or not len(view):
+        return [[] for _ in range(len(vectors))]
+    k = min(k, len(view))
+    matches = view.search(vectors, k)
+    keys = np.asarray(matches.keys).reshape(len(vectors), -1)
+    distances = np.asarray(matches.distances).reshape(len(vectors), -1)
+    counts = getattr(matches, "counts", None)
+    counts = np.full(len(vectors), keys.shape[1]) if counts is None else np.asarray(counts)
+    return [[(int(keys[r, c]), 1.0 - float(distances[r, c])) for c in range(int(counts[r]))]
+            for r in range(len(vectors))]

@@ -53,9 +53,11 @@ def check_unicode(value: Any, where: str) -> None:
             check_unicode(item, where)
 
 
-def check_layer(layer: Any, where: str = "layer") -> str:
+def check_layer(layer: Any, where: str = "layer", *, param: bool = False) -> str:
+    """``layer`` if it names one; ``param``: ``where`` is the library parameter's name."""
     if layer not in LAYERS:
-        raise InputError(f"{where}: unknown layer {layer!r} (choose {', '.join(LAYERS)})")
+        raise InputError(f"{where}: unknown layer {layer!r} (choose {', '.join(LAYERS)})",
+                         param=where if param else None)
     return layer
 
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import clock
+from . import clock, units
 from .config import SCORE_FEATURES, parse_pairs
 from .errors import ConfigError
 from .records import LAYERS, NewRecord, Record
@@ -225,15 +225,15 @@ def _recency(facts: Facts, model: ScoringModel, now: datetime) -> tuple[str, flo
     since = max(now - clock.parse_time(facts.last_use), timedelta(0))
     value = 0.5 ** (since / model.half_life)
     what = "last accessed" if facts.last_access else "never accessed; stored"
-    return "recency", value, f"{what} {span(since)} ago"
+    return "recency", value, f"{what} {units.duration(since)} ago"
 
 
 def _age(facts: Facts, policy: LayerPolicy, now: datetime) -> tuple[str, float, str]:
     age = max(now - clock.parse_time(facts.created_at), timedelta(0))
     horizon = policy.ttl or NO_TTL_HORIZON
     value = min(1.0, age / horizon)
-    against = f"the layer's {span(policy.ttl)} TTL" if policy.ttl else "a year"
-    return "age", value, f"{span(age)} old, {value:.0%} of {against}"
+    against = f"the layer's {units.duration(policy.ttl)} TTL" if policy.ttl else "a year"
+    return "age", value, f"{units.duration(age)} old, {value:.0%} of {against}"
 
 
 def _words(facts: Facts, model: ScoringModel) -> tuple[str, float, str]:
@@ -264,18 +264,6 @@ def matched_words(text: str, words: Mapping[str, float]) -> dict[str, float]:
     lengths = {len(word) for word in words}
     starts = {token[:n] for token in tokens for n in lengths if len(token) >= n}
     return {word: weight for word, weight in words.items() if weight > 0 and word in starts}
-
-
-def span(delta: timedelta | None) -> str:
-    """A duration for people: 45 s, 12 min, 24 h, 3.5 d."""
-    if delta is None:
-        return "no"
-    seconds = delta.total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            value = seconds / size
-            return f"{value:.0f} {unit}" if value >= 10 else f"{value:.1f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 # -- joining records ----------------------------------------------------------------------

@@ -13,23 +13,21 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from . import clock
 from .db.base import Unchanged
 from .errors import InputError, MagrayError, NotFoundError
+from .index import search_many
 from .layers import (NEIGHBOURS_FULL, PROMOTES_TO, Facts, LayerPolicy, PromotionDecision,
                      ScoringModel, decide, eviction_order, expired, policies, score,
                      scoring_model)
-from .records import LAYERS
+from .records import LAYERS, Trashed
 
 if TYPE_CHECKING:
-    from usearch.index import Index
-
+    from .config import Settings
     from .db.base import Repository
-    from .memory import Memory
+    from .index import Indexes
 
 PROMOTABLE = tuple(PROMOTES_TO)
 VECTOR_CHUNK = 4096  # records whose vectors are read (and searched) at once
@@ -107,27 +105,28 @@ class CleanReport:
 # -- promote ------------------------------------------------------------------------------
 
 
-def promote(memory: "Memory", *, layers: Sequence[str] = (), threshold: float | None = None,
-            ids: Sequence[int] = (), dry_run: bool = False, explain: bool = False
-            ) -> PromotionReport:
+def promote(store: "Repository", indexes: "Indexes", settings: "Settings", *,
+            layers: Sequence[str] = (), threshold: float | None = None, ids: Sequence[int] = (),
+            dry_run: bool = False, explain: bool = False,
+            warn: Callable[[str], None] = lambda message: None) -> PromotionReport:
     """Score the records of ``layers`` (default interact and insights) and move those at or
     above their layer's threshold one layer up."""
     sources = _sources(layers)
     if threshold is not None and not 0 <= threshold <= 10:
-        raise InputError(f"--threshold must be from 0 to 10, got {threshold}")
+        raise InputError(f"threshold must be from 0 to 10, got {threshold}", param="threshold")
     if any(not isinstance(i, int) or i < 1 for i in ids):
-        raise InputError("--id: record ids are positive integers")
-    rules, model, now = policies(memory.settings), scoring_model(memory.settings), clock.now()
+        raise InputError("ids: record ids are positive integers", param="ids")
+    rules, model, now = policies(settings), scoring_model(settings), clock.now()
     decisions = []
     for layer in sources:
         decisions += [decide(f, rules[layer], model, now, threshold)
-                      for f in gather_facts(memory, layer, model, ids)]
+                      for f in gather_facts(store, indexes, layer, model, ids)]
     missing = sorted(set(ids) - {d.id for d in decisions})
     if missing:
         raise NotFoundError(f"no record {', '.join(map(str, missing))} in "
                             f"{' or '.join(sources)} (only those layers are promoted from)")
     decisions.sort(key=lambda d: (-d.score, d.id))
-    decisions = _apply_promotions(memory, decisions, dry_run)
+    decisions = _apply_promotions(store, indexes, decisions, dry_run, warn)
     shown = decisions if explain or ids else [d for d in decisions if d.promote]
     return PromotionReport(dry_run, len(decisions), tuple(shown))
 
@@ -135,23 +134,25 @@ def promote(memory: "Memory", *, layers: Sequence[str] = (), threshold: float | 
 def _sources(layers: Sequence[str]) -> tuple[str, ...]:
     for layer in layers:
         if layer == "assets":
-            raise InputError("--from assets: nothing is above assets; choose interact or "
-                             "insights")
+            raise InputError("layers: nothing is above assets; choose interact or insights",
+                             param="layers")
         if layer not in PROMOTABLE:
-            raise InputError(f"--from: unknown layer {layer!r} (choose interact or insights)")
+            raise InputError(f"layers: unknown layer {layer!r} (choose interact or insights)",
+                             param="layers")
     return tuple(dict.fromkeys(layers)) or PROMOTABLE
 
 
-def _apply_promotions(memory: "Memory", decisions: list[PromotionDecision], dry_run: bool
-                      ) -> list[PromotionDecision]:
+def _apply_promotions(store: "Repository", indexes: "Indexes",
+                      decisions: list[PromotionDecision], dry_run: bool,
+                      warn: Callable[[str], None]) -> list[PromotionDecision]:
     movers = [d for d in decisions if d.promote]
     if dry_run or not movers:
         outcome = "would promote" if dry_run else "promoted"
         return [replace(d, outcome=outcome) if d.promote else d for d in decisions]
     when = clock.now_iso()
-    with memory.db.write() as conn:  # every move, or none of them
-        done = {d.id: move(conn, d, when, memory.db) for d in movers}
-    memory._sync_after_write(sorted({d.layer for d in movers} | {d.target for d in movers}))
+    with store.write() as tx:  # every move, or none of them
+        done = {d.id: move(tx, d, when, store) for d in movers}
+    indexes.after_write(sorted({d.layer for d in movers} | {d.target for d in movers}), warn)
     return [replace(d, outcome=done[d.id][0], merged_into=done[d.id][1]) if d.id in done else d
             for d in decisions]
 
@@ -166,59 +167,47 @@ def move(tx: Any, decision: PromotionDecision, when: str, store: "Repository"
 # -- facts ----------------------------------------------------------------------------------
 
 
-def gather_facts(memory: "Memory", layer: str, model: ScoringModel, ids: Sequence[int] = ()
-                 ) -> list[Facts]:
+def gather_facts(store: "Repository", indexes: "Indexes", layer: str, model: ScoringModel,
+                 ids: Sequence[int] = ()) -> list[Facts]:
     """The facts of a layer's records (or of ``ids`` among them), near neighbours counted."""
-    if memory.recorded_model()[1] is None:
+    if store.model_meta()[1] is None:
         return []  # nothing was ever stored
-    found = memory.db.facts(layer, ids or None)
-    counts = neighbour_counts(memory, layer, [f.id for f in found], model.neighbour_similarity)
+    found = store.facts(layer, ids or None)
+    counts = neighbour_counts(store, indexes, layer, [f.id for f in found],
+                              model.neighbour_similarity)
     return [replace(f, neighbours=counts.get(f.id, 0)) for f in found]
 
 
-def neighbour_counts(memory: "Memory", layer: str, ids: Sequence[int], similarity: float
-                     ) -> dict[int, int]:
+def neighbour_counts(store: "Repository", indexes: "Indexes", layer: str, ids: Sequence[int],
+                     similarity: float) -> dict[int, int]:
     """For each record, how many other records of ``layer`` are at ``similarity`` or closer
     (counted up to NEIGHBOURS_FULL, through the layer's index)."""
     if not ids:
         return {}
-    view = memory.index(layer).open_view()
+    view = indexes.layer(layer).open_view()
     if view is None:
         return {}
     counts: dict[int, int] = {}
     for chunk in _chunks(list(ids), VECTOR_CHUNK):
-        keys, vectors = memory.db.vectors(chunk, memory.dim)
+        keys, vectors = store.vectors(chunk, store.model_meta()[1])
         for key, found in zip(keys.tolist(), search_many(view, vectors, NEIGHBOURS_FULL + 1)):
             counts[key] = sum(1 for other, sim in found if other != key and sim >= similarity)
     return counts
 
 
-def search_many(view: "Index", vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
-    """Top-k (key, inner product) for each row of ``vectors``."""
-    if not len(vectors) or not len(view):
-        return [[] for _ in range(len(vectors))]
-    k = min(k, len(view))
-    matches = view.search(vectors, k)
-    keys = np.asarray(matches.keys).reshape(len(vectors), -1)
-    distances = np.asarray(matches.distances).reshape(len(vectors), -1)
-    counts = getattr(matches, "counts", None)
-    counts = np.full(len(vectors), keys.shape[1]) if counts is None else np.asarray(counts)
-    return [[(int(keys[r, c]), 1.0 - float(distances[r, c])) for c in range(int(counts[r]))]
-            for r in range(len(vectors))]
-
-
 # -- clean ----------------------------------------------------------------------------------
 
 
-def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None = None
-          ) -> CleanReport:
+def clean(store: "Repository", indexes: "Indexes", settings: "Settings",
+          empty_trash: Callable[..., Sequence[Trashed]], *, dry_run: bool = False,
+          promote_first: bool | None = None) -> CleanReport:
     """Promote (setting clean_promotes), expire by TTL, evict above capacity, prune the
     embedding cache. Everything is planned from one look at the database, then applied in
     one transaction in which each removal re-checks that its record was not used meanwhile;
-    a dry run stops after the plan, so it lists exactly what a real run would remove."""
-    settings = memory.settings
+    a dry run stops after the plan, so it lists exactly what a real run would remove.
+    ``empty_trash``: ``Memory.empty_trash`` (purging trashed records past trash_days)."""
     rules, model, now = policies(settings), scoring_model(settings), clock.now()
-    problems = _unsyncable_layers(memory)
+    problems = _unsyncable_layers(store, indexes)
     healthy = [layer for layer in LAYERS if layer not in problems]
     promote_first = settings.clean_promotes if promote_first is None else promote_first
 
@@ -226,16 +215,16 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
     decisions: list[PromotionDecision] = []
     for layer in PROMOTABLE if promote_first else ():
         if layer in healthy and PROMOTES_TO[layer] in healthy:
-            scored[layer] = gather_facts(memory, layer, model)
+            scored[layer] = gather_facts(store, indexes, layer, model)
             decisions += [decide(f, rules[layer], model, now) for f in scored[layer]]
     movers = {d.id: d for d in decisions if d.promote}
-    moved_in = _moved_in(memory, movers, scored)
+    moved_in = _moved_in(movers, scored)
 
     removals: list[Removal] = []
     for layer in healthy:
-        gone = _expired(memory, rules[layer], now, movers, moved_in.get(layer, []))
+        gone = _expired(store, rules[layer], now, movers, moved_in.get(layer, []))
         removals += gone
-        removals += _evictions(memory, layer, rules[layer], model, now, movers, scored,
+        removals += _evictions(store, indexes, layer, rules[layer], model, now, movers, scored,
                                moved_in.get(layer, []), {r.id for r in gone})
 
     decisions.sort(key=lambda d: (-d.score, d.id))
@@ -243,27 +232,27 @@ def clean(memory: "Memory", *, dry_run: bool = False, promote_first: bool | None
     if dry_run:
         decisions = [replace(d, outcome="would promote") if d.promote else d for d in decisions]
     elif movers or removals:
-        decisions, removals, skipped = _apply_clean(memory, decisions, removals, problems)
+        decisions, removals, skipped = _apply_clean(store, indexes, decisions, removals, problems)
     promotion = PromotionReport(dry_run, len(decisions), tuple(d for d in decisions
                                                                if d.promote)) \
         if promote_first else None
-    entries, size = prune_cache(memory, settings.embed_cache_mb, dry_run=dry_run)
+    entries, size = prune_cache(store, settings.embed_cache_mb, dry_run=dry_run)
     # Merged texts are spared: only an explicit `trash empty` destroys them.
-    purged = memory.empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
+    purged = empty_trash(older_than=clock.iso(now - timedelta(days=settings.trash_days)),
                                 dry_run=dry_run, keep_merged=True)
     return CleanReport(dry_run, promotion, tuple(removals), skipped, entries, size,
                        tuple(problems.values()), len(purged), tuple(purged))
 
 
-def _unsyncable_layers(memory: "Memory") -> dict[str, str]:
+def _unsyncable_layers(store: "Repository", indexes: "Indexes") -> dict[str, str]:
     """Layers whose index cannot be brought in step with the database, and why: clean
     removes nothing from them (a deletion there could leave a search disagreeing)."""
     problems = {}
-    if memory.recorded_model()[1] is None:
+    if store.model_meta()[1] is None:
         return problems
     for layer in LAYERS:
-        index = memory.index(layer)
-        if index.state() is None and memory.db.count(layer) == 0:
+        index = indexes.layer(layer)
+        if index.state() is None and store.count(layer) == 0:
             continue  # nothing to remove, nothing to check: a dry run creates no files
         try:
             index.sync()
@@ -275,8 +264,8 @@ def _unsyncable_layers(memory: "Memory") -> dict[str, str]:
     return problems
 
 
-def _moved_in(memory: "Memory", movers: Mapping[int, PromotionDecision],
-              scored: Mapping[str, list[Facts]]) -> dict[str, list[Facts]]:
+def _moved_in(movers: Mapping[int, PromotionDecision], scored: Mapping[str, list[Facts]]
+              ) -> dict[str, list[Facts]]:
     """The facts of promoted records as they will be in their new layer."""
     result: dict[str, list[Facts]] = {}
     for facts in (f for layer in scored for f in scored[layer] if f.id in movers):
@@ -285,30 +274,31 @@ def _moved_in(memory: "Memory", movers: Mapping[int, PromotionDecision],
     return result
 
 
-def _expired(memory: "Memory", policy: LayerPolicy, now, movers: Mapping[int, object],
+def _expired(store: "Repository", policy: LayerPolicy, now, movers: Mapping[int, object],
              moved_in: list[Facts]) -> list[Removal]:
     cutoff = policy.cutoff(now)
     if cutoff is None:
         return []
-    candidates = [f for f in memory.db.expired(policy.layer, cutoff) if f.id not in movers]
+    candidates = [f for f in store.expired(policy.layer, cutoff) if f.id not in movers]
     candidates += [f for f in moved_in if expired(f, policy, now)]
     return [_removal(f, "expired") for f in candidates]
 
 
-def _evictions(memory: "Memory", layer: str, policy: LayerPolicy, model: ScoringModel, now,
-               movers: Mapping[int, PromotionDecision], scored: dict[str, list[Facts]],
-               moved_in: list[Facts], expiring: set[int]) -> list[Removal]:
+def _evictions(store: "Repository", indexes: "Indexes", layer: str, policy: LayerPolicy,
+               model: ScoringModel, now, movers: Mapping[int, PromotionDecision],
+               scored: dict[str, list[Facts]], moved_in: list[Facts], expiring: set[int]
+               ) -> list[Removal]:
     """The lowest-value records of a layer that holds more than its capacity."""
     moved_out = sum(1 for d in movers.values() if d.layer == layer)
-    remaining = memory.db.count(layer) - moved_out + len(moved_in) - len(expiring)
+    remaining = store.count(layer) - moved_out + len(moved_in) - len(expiring)
     excess = remaining - policy.capacity
     if excess <= 0:
         return []
     if layer not in scored:
-        scored[layer] = gather_facts(memory, layer, model)
+        scored[layer] = gather_facts(store, indexes, layer, model)
     arrived = {f.id: f for f in moved_in}
     if arrived:  # count their neighbours among the records of the layer they join
-        counts = neighbour_counts(memory, layer, list(arrived), model.neighbour_similarity)
+        counts = neighbour_counts(store, indexes, layer, list(arrived), model.neighbour_similarity)
         arrived = {i: replace(f, neighbours=counts.get(i, 0)) for i, f in arrived.items()}
     staying = [f for f in scored[layer] if f.id not in movers and f.id not in expiring]
     staying += [f for f in arrived.values() if f.id not in expiring]
@@ -321,27 +311,27 @@ def _removal(facts: Facts, reason: str, value: float | None = None) -> Removal:
                    facts.access_count, facts.last_access, value)
 
 
-def _apply_clean(memory: "Memory", decisions: list[PromotionDecision],
+def _apply_clean(store: "Repository", indexes: "Indexes", decisions: list[PromotionDecision],
                  removals: list[Removal], problems: dict[str, str]
                  ) -> tuple[list[PromotionDecision], list[Removal], int]:
     when = clock.now_iso()
     done: dict[int, tuple[str, int | None]] = {}
     removed: list[Removal] = []
-    with memory.db.write() as conn:
+    with store.write() as conn:
         for decision in (d for d in decisions if d.promote):
-            done[decision.id] = move(conn, decision, when, memory.db)
+            done[decision.id] = move(conn, decision, when, store)
         for removal in removals:
             # To the trash, and only if nobody used or moved it since the plan: a search in
             # between saves it.
-            if memory.db.trash(conn, removal.id, removal.reason, when,
-                               unchanged=Unchanged(removal.layer, removal.access_count,
-                                                   removal.last_access)):
+            if store.trash(conn, removal.id, removal.reason, when,
+                           unchanged=Unchanged(removal.layer, removal.access_count,
+                                               removal.last_access)):
                 removed.append(removal)
     touched = ({d.layer for d in decisions if d.id in done}
                | {d.target for d in decisions if d.id in done} | {r.layer for r in removed})
     for layer in sorted(touched):
         try:
-            memory.index(layer).sync()
+            indexes.layer(layer).sync()
         except (MagrayError, OSError) as exc:
             problems[layer] = (f"the {layer} index could not be updated after cleaning "
                                f"({exc}); the next search or `magray optimize` repairs it")
@@ -350,11 +340,11 @@ def _apply_clean(memory: "Memory", decisions: list[PromotionDecision],
     return decisions, removed, len(removals) - len(removed)
 
 
-def prune_cache(memory: "Memory", limit_mb: float, *, dry_run: bool = False
+def prune_cache(store: "Repository", limit_mb: float, *, dry_run: bool = False
                 ) -> tuple[int, int]:
     """Drop the least recently used embedding-cache entries beyond ``limit_mb``.
     Returns (entries, bytes) pruned, or that would be in a dry run."""
-    return memory.db.prune_cache(int(limit_mb * MB), dry_run=dry_run)
+    return store.prune_cache(int(limit_mb * MB), dry_run=dry_run)
 
 
 def _chunks(values: list, size: int) -> Iterable[list]:

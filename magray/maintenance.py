@@ -8,7 +8,7 @@ old ones in a single transaction together with the recorded model and dimension.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 
 from . import files
@@ -16,7 +16,11 @@ from .errors import IntegrityError, ModelMismatchError
 from .records import LAYERS, content_hash
 
 if TYPE_CHECKING:
-    from .memory import Memory
+    from .config import Settings
+    from .db.base import Repository
+    from .embedding import Embedder
+    from .encoder import Encoder
+    from .index import Indexes
 
 Progress = Callable[[int], None]
 REEMBED_BATCH = 256  # records re-embedded per committed transaction
@@ -75,27 +79,28 @@ class OptimizeReport:
 # -- optimize -------------------------------------------------------------------------------
 
 
-def optimize(memory: "Memory", *, reembed: bool = False, progress: Progress | None = None
+def optimize(store: "Repository", indexes: "Indexes", encoder: "Encoder",
+             settings: "Settings", *, reembed: bool = False, progress: Progress | None = None
              ) -> OptimizeReport:
     """Re-embed (if asked), rebuild every layer index from the stored vectors, check it
     agrees with the database, prune orphans, optimize FTS, VACUUM and ANALYZE."""
-    reembedded = reembed_all(memory, progress=progress) if reembed else None
+    reembedded = reembed_all(store, encoder, progress=progress) if reembed else None
     from . import passages
 
-    passages.upgrade(memory)  # long records with one vector: every passage gets its own
-    before = database_bytes(memory)
-    temp_files = _remove_temp_files(memory)
-    compactions = tuple(_compact(memory, layer) for layer in LAYERS) \
-        if memory.recorded_model()[1] is not None else ()
-    orphans = {"index_log": _prune_index_log(memory),
-               "embed_cache": _prune_foreign_cache(memory), "temp_files": temp_files}
-    fts = _optimize_fts(memory)
-    memory.db.compact()
-    return OptimizeReport(compactions, before, database_bytes(memory), fts, orphans, reembedded)
+    passages.upgrade(store, encoder)  # long records with one vector: every passage gets its own
+    before = database_bytes(store)
+    temp_files = _remove_temp_files(store, indexes, settings)
+    compactions = tuple(_compact(indexes, layer) for layer in LAYERS) \
+        if store.model_meta()[1] is not None else ()
+    orphans = {"index_log": _prune_index_log(store, indexes),
+               "embed_cache": _prune_foreign_cache(store), "temp_files": temp_files}
+    fts = store.optimize_keywords()
+    store.compact()
+    return OptimizeReport(compactions, before, database_bytes(store), fts, orphans, reembedded)
 
 
-def _compact(memory: "Memory", layer: str) -> Compaction:
-    index = memory.index(layer)
+def _compact(indexes: "Indexes", layer: str) -> Compaction:
+    index = indexes.layer(layer)
     before = _size(index.path)
     was = index.staleness() or "in step"
     report = index.sync(rebuild=True)
@@ -106,45 +111,41 @@ def _compact(memory: "Memory", layer: str) -> Compaction:
     return Compaction(layer, report.count, before, _size(index.path), was)
 
 
-def _prune_index_log(memory: "Memory") -> int:
+def _prune_index_log(store: "Repository", indexes: "Indexes") -> int:
     """Log rows every index has applied: needed by nobody."""
     pruned = 0
     for layer in LAYERS:
-        state = memory.index(layer).state() if memory.recorded_model()[1] else None
+        state = indexes.layer(layer).state() if store.model_meta()[1] else None
         if state is None:
             continue
-        pruned += memory.db.prune_log(layer, state.seq)
+        pruned += store.prune_log(layer, state.seq)
     return pruned
 
 
-def _prune_foreign_cache(memory: "Memory") -> int:
+def _prune_foreign_cache(store: "Repository") -> int:
     """Cached vectors of models this memory no longer uses can never be read again."""
-    key = memory.recorded_model()[0]
+    key = store.model_meta()[0]
     if key is None:
         return 0
-    return memory.db.keep_cache_of((f"{key}|document", f"{key}|query"))
+    return store.keep_cache_of((f"{key}|document", f"{key}|query"))
 
 
-def _remove_temp_files(memory: "Memory") -> int:
+def _remove_temp_files(store: "Repository", indexes: "Indexes", settings: "Settings") -> int:
     """Temporary files of writers that were killed before they could rename them."""
     from .locks import locked
 
     removed = 0
     for layer in LAYERS:
-        index = memory.index(layer) if memory.recorded_model()[1] else None
+        index = indexes.layer(layer) if store.model_meta()[1] else None
         if index is None:
             continue
-        with locked(index.lock_path, timeout=memory.settings.busy_timeout):
+        with locked(index.lock_path, timeout=settings.busy_timeout):
             removed += files.remove_leftovers(index.path) + files.remove_leftovers(index.sidecar)
     return removed
 
 
-def _optimize_fts(memory: "Memory") -> str:
-    return memory.db.optimize_keywords()
-
-
-def database_bytes(memory: "Memory") -> int:
-    path = memory.db.path
+def database_bytes(store: "Repository") -> int:
+    path = store.path
     return sum(_size(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
 
 
@@ -158,7 +159,8 @@ def _size(path) -> int:
 # -- re-embedding ---------------------------------------------------------------------------
 
 
-def reembed_all(memory: "Memory", *, progress: Progress | None = None) -> ReembedReport:
+def reembed_all(store: "Repository", encoder: "Encoder", *, progress: Progress | None = None
+                ) -> ReembedReport:
     """Re-embed every record with the configured model, in committed batches, then switch
     the memory to it in one transaction (new vectors, model and dimension together).
 
@@ -166,62 +168,47 @@ def reembed_all(memory: "Memory", *, progress: Progress | None = None) -> Reembe
     consistent vector space throughout, a kill loses nothing, and a rerun for the same model
     (meta ``reembed_target``) continues where the last one stopped.
     """
-    db, embedder = memory.db, memory.embedder
-    target, (previous, previous_dim) = embedder.key, memory.recorded_model()
-    pending_for = db.meta("reembed_target")
+    embedder = encoder.embedder
+    target, (previous, previous_dim) = embedder.key, store.model_meta()
+    pending_for = store.meta("reembed_target")
     if previous is None or previous == target:  # nothing stored, or nothing changed
         if pending_for is not None:  # an interrupted run for a model set back since
-            _forget_pending(db, None)
+            store.restart_reembed(None)
         return ReembedReport(target, previous_dim or 0, previous, previous_dim, 0, 0)
     if pending_for != target:  # another model's leftovers, or a first run: start over
-        _forget_pending(db, target)
-    resumed = db.reembed_counts()[0]
+        store.restart_reembed(target)
+    resumed = store.reembed_counts()[0]
     dim, embedded = embedder.dim, 0
     while True:
-        for rows in _unembedded(db):
-            _embed_batch(memory, rows, target, dim)
+        while rows := store.unembedded(REEMBED_BATCH):
+            _embed_batch(store, embedder, rows, target, dim)
             embedded += len(rows)
             if progress:
                 progress(len(rows))
-        if _switch(memory, target, dim):
+        if store.switch_vectors(embedder.name, target, dim):
             return ReembedReport(target, dim, previous, previous_dim, embedded, resumed)
 
 
-def pending_reembed(memory: "Memory") -> int:
+def pending_reembed(store: "Repository", encoder: "Encoder") -> int:
     """Records a re-embedding still has to embed (for a progress bar's total); the model
     is not loaded to find out."""
-    recorded, target = memory.recorded_model()[0], memory.embedder.key
-    pending_for = memory.db.meta("reembed_target")
+    recorded, target = store.model_meta()[0], encoder.embedder.key
+    pending_for = store.meta("reembed_target")
     if recorded is None or recorded == target:
         return 0
-    done, left = memory.db.reembed_counts()
+    done, left = store.reembed_counts()
     return left if pending_for == target else done + left
 
 
-def _forget_pending(db, target: str | None) -> None:
-    db.restart_reembed(target)
-
-
-def _unembedded(db) -> Iterator[list[tuple[int, str]]]:
-    while rows := db.unembedded(REEMBED_BATCH):
-        yield rows
-
-
-def _embed_batch(memory: "Memory", rows: list[tuple[int, str]], target: str, dim: int) -> None:
+def _embed_batch(store: "Repository", embedder: "Embedder", rows: list[tuple[int, str]],
+                 target: str, dim: int) -> None:
     texts = [text for _, text in rows]
     digests = [content_hash(t) for t in texts]
-    cached, _ = memory.db.cached_vectors(f"{target}|document", digests, dim)
+    cached, _ = store.cached_vectors(f"{target}|document", digests, dim)
     missing = [t for t, d in zip(texts, digests) if d not in cached]
-    fresh = dict(zip(missing, memory.embedder.embed_documents(missing))) if missing else {}
+    fresh = dict(zip(missing, embedder.embed_documents(missing))) if missing else {}
     vectors = [cached[d] if d in cached else fresh[t] for t, d in zip(texts, digests)]
     if any(v.shape != (dim,) for v in vectors):
         raise ModelMismatchError(f"the model {target} made vectors of another size than its "
                                  f"{dim} dimensions")
-    memory.db.stage_vectors([(record_id, text, v) for (record_id, text), v in zip(rows, vectors)])
-
-
-def _switch(memory: "Memory", target: str, dim: int) -> bool:
-    """Swap every new vector in, and record the model, if no record still lacks one
-    (another process may have stored some meanwhile: then False, embed those first).
-    Passages are split and embedded again with the new model (passages.upgrade)."""
-    return memory.db.switch_vectors(memory.embedder.name, target, dim)
+    store.stage_vectors([(record_id, text, v) for (record_id, text), v in zip(rows, vectors)])

@@ -88,15 +88,15 @@ def listen(host: str, port: int) -> "socket.socket":
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise MagrayError(f"--http: cannot listen on {host}:{port}: "
-                          f"{exc.strerror or exc}") from None
+        raise MagrayError(f"address: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}", param="address") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise MagrayError(f"--http: cannot listen on {host}:{port}: "
-                          f"{exc.strerror or exc}") from None
+        raise MagrayError(f"address: cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}", param="address") from None
     return sock
 
 
@@ -154,7 +154,8 @@ def parse_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
-        raise InputError(f"--http: expected HOST:PORT (e.g. 127.0.0.1:8765), got {address!r}")
+        raise InputError(f"address: expected HOST:PORT (e.g. 127.0.0.1:8765), got {address!r}",
+                         param="address")
     return host, int(port)
 
 
@@ -173,15 +174,16 @@ def read_token(path: Path) -> str:
         mode = path.stat().st_mode
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise NotFoundError(f"--token-file: no such file: {path}") from None
+        raise NotFoundError(f"token_file: no such file: {path}", param="token_file") from None
     except UnicodeDecodeError:
-        raise InputError(f"--token-file: {path} is not UTF-8 text") from None
+        raise InputError(f"token_file: {path} is not UTF-8 text",
+                         param="token_file") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise InputError(f"--token-file: {path} is readable by others; "
-                         f"run `chmod 600 {path}`")
+        raise InputError(f"token_file: {path} is readable by others; "
+                         f"run `chmod 600 {path}`", param="token_file")
     if len(token) < 16 or any(c.isspace() for c in token):
-        raise InputError(f"--token-file: {path} must hold one token of at least 16 "
-                         "characters (e.g. from `openssl rand -hex 32`)")
+        raise InputError(f"token_file: {path} must hold one token of at least 16 "
+                         "characters (e.g. from `openssl rand -hex 32`)", param="token_file")
     return token
 
 

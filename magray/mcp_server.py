@@ -384,8 +384,8 @@ def serve_http(home: str | Path | None, warn: Callable[[str], None], address: st
     token = read_token(token_file) if token_file is not None else None
     if token is None and not is_loopback(host):
         raise InputError(f"refusing to serve {host} (not a loopback address) without a "
-                         "token: give --token-file with a secret that clients send as "
-                         "'Authorization: Bearer ...'")
+                         "token: give token_file with a secret that clients send as "
+                         "'Authorization: Bearer ...'", param="token_file")
     backend = Backend(home, warn)
     server = build(backend)
     backend.start()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from dataclasses import replace
-from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from types import MappingProxyType
@@ -23,13 +21,13 @@ import numpy as np
 
 from . import clock, config, paths
 from .embedding import Embedder, from_settings
-from .errors import (InputError, MagrayError, ModelMismatchError, NotFoundError,
-                     StoreInterrupted)
-from .index import IndexSpec, LayerIndex, SyncReport
+from .errors import InputError, NotFoundError, StoreInterrupted
+from .encoder import Encoder
+from .index import Indexes, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import (LAYERS, Filters, Hit, NewRecord, Record, SearchRequest, Stored,
                       Trashed, content_hash)
-from .db.store import Op, Store, VectorNeeded, fts_query
+from .db.store import Op, Store, VectorNeeded
 
 if TYPE_CHECKING:
     from . import dedupe, lifecycle, maintenance, scan
@@ -44,11 +42,9 @@ MODES = ("hybrid", "vector", "keyword")
 # exactly: deterministic results, at ~1.5 ms a query for 20,000 vectors against ~0.3 ms for
 # HNSW (scripts/exact_crossover.py), whose answer also depends on how the graph was built.
 EXACT_LIMIT = 20_000
-RECENT_QUERIES = 1024  # query vectors a Memory keeps in process (1.5 MiB at 384 dimensions)
 HYBRID_ALPHA = 0.85  # weight of meaning vs words in hybrid mode (scripts/eval_modes.py)
 STORE_BATCH = 256
 FIRST_WINDOW = STORE_BATCH  # a bulk store commits this many before its first whole window
-CACHE_TOUCH_EVERY = timedelta(hours=1)  # how stale a cache hit's last_used may get
 WINDOW_BYTES = 4 << 20  # vectors embedded together (longest first: little padding)
 ACCESS_RANKS = 3  # a search hit below this rank is never counted as an access
 
@@ -64,14 +60,13 @@ class Memory:
         self.db = store
         self.warn = warn or (lambda message: None)
         self.note = note  # what is happening during a long wait (making the ONNX copy)
-        self._embedder = embedder
+        # Through self: a caller (a test) may replace warn or note on the Memory later.
+        self.encoder = Encoder(store, settings, where, embedder,
+                               warn=lambda message: self.warn(message),
+                               note=lambda message: self.note and self.note(message))
+        self.indexes = Indexes(store, settings, where, dim=lambda: self.encoder.dim)
         self._op: Op | None = None  # the store/search call being timed, for `magray status`
-        self._indexes: dict[str, LayerIndex] = {}
-        self._pinned_model: tuple[str | None, int | None] | None = None
         self._matched: dict = {}  # during a search: record id -> its best passage
-        # (model, query) -> (vector, when its cache entry was last marked used)
-        self._recent_queries: OrderedDict[tuple[str, str], tuple[np.ndarray, datetime]] = \
-            OrderedDict()
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -103,109 +98,47 @@ class Memory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the model ------------------------------------------------------------------------
+    # -- the model and the indexes (magray/encoder.py, magray/index.py) ---------------
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = from_settings(self.settings, self.paths.data, warn=self.warn,
-                                           note=self.note)
-        return self._embedder
+        return self.encoder.embedder
+
+    @property
+    def _embedder(self) -> Embedder | None:
+        """The embedder if loaded already (None: asking for it would load it)."""
+        return self.encoder.loaded
 
     def recorded_model(self) -> tuple[str | None, int | None]:
         """(model key, dimension) the stored vectors were made with; (None, None) if none."""
-        if self._pinned_model is not None:
-            return self._pinned_model
-        found = dict(self.db.conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
-        return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
+        return self.encoder.recorded_model()
 
     def check_model(self) -> None:
         """Refuse to mix vector spaces: the configured model must be the recorded one."""
-        key, dim = self.recorded_model()
-        if key is not None and key != self.embedder.key:
-            raise ModelMismatchError(
-                f"this memory was embedded with {key} ({dim} dimensions) but the configured "
-                f"model is {self.embedder.key}; run `magray optimize --reembed` to re-embed it, "
-                "or set the model back")
+        self.encoder.check_model()
 
     @property
     def dim(self) -> int:
-        return self.recorded_model()[1] or self.embedder.dim
+        return self.encoder.dim
 
     def index(self, layer: str) -> LayerIndex:
-        """The layer's index, kept for the life of this Memory: it holds its memory-mapped
-        view between searches and re-checks freshness cheaply."""
-        s = self.settings
-        spec = IndexSpec(dim=self.dim, dtype=s.index_dtype, m=s.hnsw_m,
-                         ef_construction=s.hnsw_ef_construction)
-        index = self._indexes.get(layer)
-        if index is None or index.spec != spec:
-            index = self._indexes[layer] = LayerIndex(
-                self.paths.indexes, layer, spec, self.db, ef_search=s.hnsw_ef_search,
-                lock_timeout=s.busy_timeout)
-        return index
+        """The layer's index, kept for the life of this Memory."""
+        return self.indexes.layer(layer)
+
+    @property
+    def _indexes(self) -> Indexes:
+        return self.indexes
 
     def sync(self, layers: Iterable[str] = LAYERS, *, rebuild: bool = False) -> list[SyncReport]:
         """Bring the layers' indexes in step with the database."""
-        if self.recorded_model()[1] is None:
-            return []
-        return [self.index(layer).sync(rebuild=rebuild) for layer in layers]
+        return self.indexes.sync(layers, rebuild=rebuild)
 
     def _vectors(self, texts: Sequence[str], role: str) -> np.ndarray:
-        """Embeddings for texts, through the persistent cache; misses are embedded once."""
-        model = f"{self.embedder.key}|{role}"
-        digests = [content_hash(t) for t in texts]
-        dim = self.recorded_model()[1]
-        cached = self._cached(model, digests)
-        missing = sorted({d: t for d, t in zip(digests, texts) if d not in cached}.items())
-        if self._op is not None:
-            self._op.cache_misses += len(missing)
-        if missing:
-            embed = (self.embedder.embed_query if role == "query" else None)
-            fresh = (np.stack([embed(t) for _, t in missing]) if embed else
-                     self.embedder.embed_documents([t for _, t in missing]))
-            if dim and fresh.shape[1] != dim:
-                raise ModelMismatchError(
-                    f"the configured model makes {fresh.shape[1]}-dimensional vectors but this "
-                    f"memory holds {dim}-dimensional ones; run `magray optimize --reembed`")
-            new = {d: v for (d, _), v in zip(missing, fresh)}
-            with self.db.write() as conn:
-                self._record_model(conn, fresh.shape[1], self.embedder.key)
-                self.db.cache_vectors(conn, model, new.items(), clock.now_iso())
-            cached.update(new)
-        return np.stack([cached[d] for d in digests]) if digests else np.zeros((0, dim or 0))
-
-    def _cached(self, model: str, digests: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cache hits among ``digests``, counted, and marked used (at most hourly) so that
-        recently used entries survive `magray clean`'s LRU pruning."""
-        dim = self.recorded_model()[1]
-        if not dim:
-            return {}
-        now = clock.now()
-        cached, stale = self.db.cached_vectors(model, digests, dim,
-                                               clock.iso(now - CACHE_TOUCH_EVERY))
-        self.db.touch_cache(model, stale, clock.iso(now))
-        if self._op is not None:
-            self._op.cache_hits += sum(d in cached for d in digests)
-        return cached
+        """Embeddings through the persistent cache (counted in the call being timed)."""
+        return self.encoder.vectors(texts, role, self._op)
 
     def _record_model(self, conn, dim: int, key: str | None) -> None:
-        """Inside a write transaction: record the model with the first vectors, or refuse
-        vectors of another model (``key``; None: check the dimension only). Read here, not
-        before, so two first writers with different models cannot both pass
-        ``check_model`` and mix vector spaces."""
-        found = dict(conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
-        if found.get("model_key") is None:
-            self.db.set_meta(conn, "model", self.embedder.name)
-            self.db.set_meta(conn, "model_key", key or self.embedder.key)
-            self.db.set_meta(conn, "dim", str(dim))
-        elif int(found["dim"]) != dim or key not in (None, found["model_key"]):
-            raise ModelMismatchError(
-                f"this memory was embedded with {found['model_key']} ({found['dim']} "
-                f"dimensions) meanwhile, but these vectors come from {key or 'another model'} "
-                f"({dim} dimensions); nothing was stored from this batch")
+        self.encoder.record_model(conn, dim, key)
 
     # -- storing --------------------------------------------------------------------------
 
@@ -226,7 +159,7 @@ class Memory:
         self._op = Op("store", time.perf_counter())
         from . import dedupe
 
-        near = dedupe.NearDuplicates(self)
+        near = dedupe.NearDuplicates(self.db, self.indexes, self.encoder, self.settings)
         pending = iter(items)
         size = max(STORE_BATCH, WINDOW_BYTES // (4 * (self.recorded_model()[1] or 384)))
         window = list(islice(pending, FIRST_WINDOW))  # a first commit soon, then windows
@@ -281,19 +214,8 @@ class Memory:
             scan.count_found(self.db, found)
 
     def _sync_after_write(self, layers: Iterable[str]) -> list[SyncReport]:
-        """Update indexes after a committed write: the one way every write path does its
-        after-commit work. The records are safe in the database already, so any failure
-        here (a full disk, an index lock held too long) is a warning, never the write's
-        failure: the next command repairs the index. Returns the layers' sync reports."""
-        reports = []
-        for layer in layers:
-            try:
-                reports.append(self.index(layer).sync())
-            except (MagrayError, OSError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-                self.warn(f"the {layer} index could not be updated ({why}); "
-                          "the next command will repair it")
-        return reports
+        """Update indexes after a committed write; a failure is a warning (magray/index.py)."""
+        return self.indexes.after_write(layers, self.warn)
 
     def store_texts(self, texts: Sequence[str], **fields) -> list[Stored]:
         """Convenience: store plain texts with shared metadata (layer, tags, project...);
@@ -389,12 +311,8 @@ class Memory:
         """Search by meaning (``mode='vector'``), by words (``'keyword'``) or both fused
         (``'hybrid'``, the default). Options are the fields of ``SearchRequest``."""
         # One read of the recorded model serves the whole search (a search never changes it).
-        self._pinned_model = None
-        self._pinned_model = self.recorded_model()
-        try:
+        with self.encoder.pinned():
             return self._search(query, **options)
-        finally:
-            self._pinned_model = None
 
     def _search(self, query: str, **options) -> list[Hit]:
         options.setdefault("top_k", self.settings.top_k)
@@ -443,7 +361,7 @@ class Memory:
             self.check_model()
             if self.recorded_model()[1] is None:
                 return []  # nothing was ever stored
-            embed, loading = self._query_vector(request.query)
+            embed, loading = self.encoder.query_vector(request.query, self._op)
             # While a new query's encoder loads (it releases the GIL), do the work that does
             # not need the vector: keyword ranking, opening the indexes.
             keyword = (self._keyword(request.query, layers, request.filters, pool)
@@ -459,37 +377,6 @@ class Memory:
             if request.mode == "hybrid":
                 ranked, sims = self._fuse(qvec, ranked, keyword, read)
         return self._hits(ranked, sims, request, read)
-
-    def _query_vector(self, query: str) -> tuple[Callable[[], np.ndarray], bool]:
-        """(a function giving the query's vector, whether an encoder is needed): the vector
-        comes at once from the cache, or from the encoder, which starts loading now."""
-        model = f"{self.embedder.key}|query"
-        if (known := self._recent_queries.get((model, query))) is not None:
-            vector, touched = known
-            self._recent_queries.move_to_end((model, query))
-            if self._op is not None:
-                self._op.cache_hits += 1
-            now = clock.now()
-            if now - touched >= CACHE_TOUCH_EVERY:  # still a use, for clean's LRU pruning
-                self.db.touch_cache(model, [content_hash(query)], clock.iso(now))
-                self._remember(model, query, vector)
-            return (lambda: vector), False
-        cached = self._cached(model, [content_hash(query)])
-        if cached:
-            vector = self._remember(model, query, next(iter(cached.values())))
-            return (lambda: vector), False
-        prepare = getattr(self.embedder, "prepare_query", None)
-        if prepare:
-            prepare()
-        return (lambda: self._remember(model, query, self._vectors([query], "query")[0])), True
-
-    def _remember(self, model: str, query: str, vector: np.ndarray) -> np.ndarray:
-        """Keep a query's vector in this process too: a long-lived caller (an agent, a
-        script) repeats its queries, and then skips even the cache's SQLite lookup."""
-        self._recent_queries[(model, query)] = (vector, clock.now())
-        if len(self._recent_queries) > RECENT_QUERIES:
-            self._recent_queries.popitem(last=False)
-        return vector
 
     def _hits(self, ranked: list[tuple[int, float]], sims: dict[int, float] | None,
               request: SearchRequest, read: dict[int, Record]) -> list[Hit]:
@@ -560,10 +447,7 @@ class Memory:
             k *= 4
 
     def _passing(self, ids: list[int], layer: str, filters: Filters) -> list[int]:
-        from .db.store import filter_sql
-
-        where, params = filter_sql([layer], filters)
-        return [r[0] for r in self.db.among(ids, "id", where, params)]
+        return self.db.passing(ids, layer, filters)
 
     def _fuse(self, qvec: np.ndarray, vector: list[tuple[int, float]],
               keyword: list[tuple[int, float]], read: dict[int, Record]
@@ -587,8 +471,7 @@ class Memory:
 
     def _keyword(self, query: str, layers: Sequence[str], filters: Filters, n: int
                  ) -> list[tuple[int, float]]:
-        match = fts_query(query)
-        return self.db.keyword_search(match, layers, filters, n) if match else []
+        return self.db.keyword_search(query, layers, filters, n)
 
     # -- the lifecycle (magray/lifecycle.py, magray/maintenance.py) ------------------------
 
@@ -599,8 +482,9 @@ class Memory:
         ``explain`` keeps every scored decision in the report, not only the promoted ones."""
         from . import lifecycle
 
-        return lifecycle.promote(self, layers=layers, threshold=threshold, ids=ids,
-                                 dry_run=dry_run, explain=explain)
+        return lifecycle.promote(self.db, self.indexes, self.settings, layers=layers,
+                                 threshold=threshold, ids=ids, dry_run=dry_run, explain=explain,
+                                 warn=self.warn)
 
     def clean(self, *, dry_run: bool = False, promote: bool | None = None
               ) -> "lifecycle.CleanReport":
@@ -609,7 +493,8 @@ class Memory:
         setting clean_promotes)."""
         from . import lifecycle
 
-        return lifecycle.clean(self, dry_run=dry_run, promote_first=promote)
+        return lifecycle.clean(self.db, self.indexes, self.settings, self.empty_trash,
+                               dry_run=dry_run, promote_first=promote)
 
     def ingest(self, paths: Sequence[str | Path], **options) -> "IngestReport":
         """Store the text files under ``paths`` (Markdown split at its headings) and keep
@@ -617,7 +502,7 @@ class Memory:
         progress (magray/documents/sync.py)."""
         from .documents import sync
 
-        return sync.ingest(self, paths, **options)
+        return sync.ingest(self.db, self.settings, self.store, self.forget, paths, **options)
 
     def optimize(self, *, reembed: bool = False, progress: Progress | None = None
                  ) -> "maintenance.OptimizeReport":
@@ -625,7 +510,8 @@ class Memory:
         ``reembed``, first re-embed every record with the configured model."""
         from . import maintenance
 
-        return maintenance.optimize(self, reembed=reembed, progress=progress)
+        return maintenance.optimize(self.db, self.indexes, self.encoder, self.settings,
+                                    reembed=reembed, progress=progress)
 
     def scan(self, *, apply: bool = False) -> "scan.ScanReport":
         """Find credentials already stored (records; never their values in the report);
@@ -633,7 +519,7 @@ class Memory:
         removed, old pages overwritten."""
         from . import scan
 
-        return scan.scan(self, apply=apply)
+        return scan.scan(self.db, self.indexes, self.encoder, apply=apply, warn=self.warn)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -647,7 +533,7 @@ class Memory:
         ``limit=None`` lists them all."""
         _check_layers(layers)
         if limit is not None and limit < 1:
-            raise InputError(f"--limit must be at least 1, got {limit}")
+            raise InputError(f"limit must be at least 1, got {limit}", param="limit")
         return self.db.recent(layers or LAYERS, filters, limit)
 
     def export(self, *, layers: Sequence[str] = (), filters: Filters = Filters(),
@@ -693,7 +579,7 @@ class Memory:
             if dry_run:
                 return [found[i] for i in wanted]
             if purge:  # freed pages are zeroed, not left holding the text
-                conn.execute("PRAGMA secure_delete = ON")
+                self.db.zero_freed_pages()
             when = clock.now_iso()
             for record_id in wanted:
                 self.db.trash(conn, record_id, "forgotten", when)
@@ -707,9 +593,7 @@ class Memory:
     def _scrub(self) -> None:
         """After a purge: no copy of the destroyed texts stays in the files (free pages,
         FTS segments, the WAL): see magray/scan.py."""
-        from . import scan
-
-        scan.scrub(self)
+        self.db.scrub()
 
     # -- the trash ------------------------------------------------------------------------
 
@@ -769,7 +653,7 @@ class Memory:
         with self.db.write() as conn:
             doomed = self._doomed(ids, older_than, keep_merged)
             if doomed:
-                conn.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed
+                self.db.zero_freed_pages()  # freed pages are zeroed
                 self.db.purge_trash(conn, [t.record.id for t in doomed])
         if doomed:
             self._scrub()
@@ -798,15 +682,17 @@ class Memory:
         threshold = self.settings.near_duplicate_similarity if similarity is None \
             else similarity
         if not 0 < threshold <= 1:
-            raise InputError(f"--similarity must be above 0 and at most 1, got {threshold}")
-        return dedupe.clusters(self, tuple(dict.fromkeys(layers)) or LAYERS, threshold)
+            raise InputError(f"similarity must be above 0 and at most 1, got {threshold}",
+                             param="similarity")
+        return dedupe.clusters(self.db, self.indexes, self.encoder,
+                               tuple(dict.fromkeys(layers)) or LAYERS, threshold)
 
     def merge_duplicates(self, ids: Sequence[int]) -> "dedupe.Merged":
         """Merge records of one layer into the first of ``ids``: its metadata joins theirs
         (tags, accesses, importance, times); the others go to the trash, restorable."""
         from . import dedupe
 
-        merged = dedupe.merge(self, ids)
+        merged = dedupe.merge(self.db, ids)
         self._sync_after_write([merged.kept.layer])
         return merged
 
@@ -842,7 +728,7 @@ class Memory:
         from .errors import ModelError
 
         try:
-            passages.upgrade(self)  # long imported texts: every passage gets its vector
+            passages.upgrade(self.db, self.encoder)  # long imported texts: every passage gets its vector
         except ModelError as exc:  # the records are in; `magray optimize` finishes this
             self.warn(f"long imported records are searchable by their first part only until "
                       f"`magray optimize` can load the model ({exc})")
@@ -896,45 +782,38 @@ class Memory:
                     outcomes.append("unchanged")
         return outcomes
 
-    # -- backups (magray/backup.py does the work) -----------------------------------------
+    # -- backups (magray/backup/ does the work) -------------------------------------------
 
     def backup(self, output: str | Path | None = None, *, retention: "Retention | None" = None,
                progress: Callable[[int, int], None] | None = None) -> "BackupResult":
         """Write a verified archive (default: into the backups directory; ``output`` may
         name a directory or a new file), then apply ``retention`` to the archives beside it.
         Consistent while other processes write; never loads the model."""
-        from . import backup
+        from .backup import create
 
-        s = self.settings
-        return backup.run(self.paths, self.db, output=Path(output) if output else None,
-                          retention=retention, level=s.backup_level, timeout=s.busy_timeout,
-                          cap=s.restore_max_bytes, progress=progress)
+        return create.run(self.paths, self.db, self.settings, retention=retention,
+                          output=Path(output) if output else None, progress=progress)
 
     def backups(self, directory: str | Path | None = None) -> "Listing":
         """The archives in ``directory`` (default: the backups directory), oldest first."""
-        from . import backup
+        from .backup import list_backups
 
-        directory = Path(directory) if directory else self.paths.backups
-        if directory == self.paths.backups and not directory.exists():
-            return backup.Listing(directory, ())
-        return backup.list_archives(directory)
+        return list_backups(self.paths, Path(directory) if directory else None)
 
     def verify_backup(self, archive: str | Path, *,
                       progress: Callable[[int, int], None] | None = None) -> "BackupInfo":
         """Re-read an archive against its manifest; IntegrityError names the failed check."""
-        from . import backup
+        from .backup.verify import verify
 
-        return backup.verify(Path(archive), cap=self.settings.restore_max_bytes,
-                             progress=progress)
+        return verify(Path(archive), cap=self.settings.restore_max_bytes, progress=progress)
 
     def prune_backups(self, retention: "Retention", directory: str | Path | None = None, *,
                       dry_run: bool = False) -> "Pruned":
         """Apply retention to this memory's archives; the newest that verifies is kept."""
-        from . import backup
+        from .backup import prune
 
-        return backup.prune(Path(directory) if directory else self.paths.backups,
-                            self.db.store_id, retention, dry_run=dry_run,
-                            cap=self.settings.restore_max_bytes)
+        return prune(Path(directory) if directory else self.paths.backups, self.db.store_id,
+                     retention, dry_run=dry_run, cap=self.settings.restore_max_bytes)
 
     def restore(self, archive: str | Path, *, replace: bool = False, config: bool | None = None,
                 confirm: Callable[["RestoreResult"], bool] | None = None, dry_run: bool = False,
@@ -944,45 +823,36 @@ class Memory:
         processes must close the memory first (this waits up to busy_timeout for them).
         ``replace`` (or ``confirm(plan)`` returning True) is needed to replace records;
         ``config``: also restore the archive's config.toml (None: only where there is none)."""
-        from dataclasses import replace as with_fields  # the argument hides the module's
+        from .backup import restore
 
-        from . import backup
+        return restore.restore(self.paths, self.db, self.settings, Path(archive),
+                               embedder=self._embedder, embedder_for=from_settings,
+                               resync=self._resync_all,
+                               config=config, replace_data=replace, confirm=confirm,
+                               dry_run=dry_run, progress=progress)
 
-        s = self.settings
-        result = backup.restore(
-            self.paths, self.db, Path(archive), expected_key=self._model_key_after,
-            config=config, replace_data=replace, confirm=confirm, dry_run=dry_run,
-            cap=s.restore_max_bytes, level=s.backup_level, timeout=s.busy_timeout,
-            progress=progress)
-        if dry_run:
-            return result
-        self.db._migrate()  # an archive from an older magray gets this schema (the trash...)
-        self._indexes.clear()  # they described the replaced data
-        synced = self._sync_after_write(LAYERS) if self.recorded_model()[1] else []
-        return with_fields(result, synced=tuple(synced))
-
-    def _model_key_after(self, config_file: Path | None) -> str:
-        """The model key in effect once ``config_file`` (None: the current one) is in place."""
-        if config_file is None or self._embedder is not None:
-            return self.embedder.key
-        return from_settings(config.load(config_file), self.paths.data).key
+    def _resync_all(self) -> list[SyncReport]:
+        """After a restore replaced the data: forget the indexes opened on the old data and
+        bring every layer's in step (none to bring while no vector is stored)."""
+        self._indexes.clear()
+        return self._sync_after_write(LAYERS) if self.recorded_model()[1] else []
 
     def safety_copies(self) -> list[Path]:
         """Safety archives of the data that restores replaced (a restore never deletes one;
         they stay until ``discard_safety_copies``)."""
-        from . import backup
+        from .backup import safety_copies
 
-        return backup.safety_copies(self.paths)
+        return safety_copies(self.paths)
 
     def discard_safety_copies(self) -> list[Path]:
-        from . import backup
+        from .backup import discard_safety_copies
 
-        return backup.discard_safety_copies(self.paths)
+        return discard_safety_copies(self.paths)
 
 
 def _check_layers(layers: Sequence[str]) -> None:
     for layer in layers:
-        check_layer(layer, "--layer")
+        check_layer(layer, "layers", param=True)
 
 
 def _best_first(item: tuple[int, float]) -> tuple[float, int]:
@@ -996,10 +866,12 @@ def _check_request(request: SearchRequest) -> None:
     if "\0" in request.query:
         raise InputError("the search query contains a NUL byte")
     if not 1 <= request.top_k <= 100:
-        raise InputError(f"--top-k must be from 1 to 100, got {request.top_k}")
+        raise InputError(f"top_k must be from 1 to 100, got {request.top_k}", param="top_k")
     if request.mode not in MODES:
-        raise InputError(f"--mode must be one of {', '.join(MODES)}, got {request.mode!r}")
+        raise InputError(f"mode must be one of {', '.join(MODES)}, got {request.mode!r}",
+                         param="mode")
     for layer in request.layers:
-        check_layer(layer, "--layer")
+        check_layer(layer, "layers", param=True)
     if request.min_score is not None and not -1.0 <= request.min_score <= 1e9:
-        raise InputError(f"--min-score must be at least -1, got {request.min_score}")
+        raise InputError(f"min_score must be at least -1, got {request.min_score}",
+                         param="min_score")

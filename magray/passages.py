@@ -23,7 +23,7 @@ from .records import Passage
 if TYPE_CHECKING:
     from .db.base import Repository
     from .embedding import Embedder
-    from .memory import Memory
+    from .encoder import Encoder
 
 OVERLAP = 48  # tokens two neighbouring passages share: a sentence cut at one edge is whole
 FALLBACK_WINDOW = 256  # words and marks per passage for a model without a local tokenizer
@@ -161,12 +161,14 @@ def best(store: "Repository", qvec: np.ndarray, ids: Iterable[int], dim: int
     return found
 
 
-def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> int:
+def upgrade(store: "Repository", encoder: "Encoder",
+            progress: Callable[[int], None] | None = None) -> int:
     """Give passages to the long records stored before magray split texts (or imported, or
     re-embedded since): they had one vector, for their first window. Records are checked
     once; meta ``passages_checked`` holds the highest id checked. Returns records upgraded."""
-    db = memory.db
-    if memory.recorded_model()[1] is None:
+    db = store
+    key, dim = store.model_meta()
+    if dim is None:
         return 0
     checked = int(db.meta("passages_checked") or 0)
     through = db.issued_through()
@@ -175,17 +177,17 @@ def upgrade(memory: "Memory", progress: Callable[[int], None] | None = None) -> 
     if db.unsplit(checked, through, MIN_WINDOW, 1):
         # Only now is the model's tokenizer needed (lifecycle commands never load a model);
         # under another model than the recorded one, `optimize --reembed` will do this.
-        if memory.recorded_model()[0] != memory.embedder.key:
+        if key != encoder.embedder.key:
             return 0
     upgraded = 0
     after = checked
     while batch := db.unsplit(after, through, MIN_WINDOW, 256):
         after = batch[-1][0]
-        keys, whole = db.vectors([rid for rid, _, _ in batch], memory.dim)
+        keys, whole = db.vectors([rid for rid, _, _ in batch], dim)
         by_id = dict(zip(keys.tolist(), whole))
         wanted = {text: by_id[rid] for rid, text, _ in batch if rid in by_id}
-        parts = embed_long(memory.embedder, list(wanted), wanted,
-                           lambda chunk: memory._vectors(chunk, "document"))
+        parts = embed_long(encoder.embedder, list(wanted), wanted,
+                           lambda chunk: encoder.vectors(chunk, "document"))
         with db.write() as conn:
             for rid, text, layer in batch:
                 if text in parts and rid in by_id:

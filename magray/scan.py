@@ -16,7 +16,7 @@ stay fast and never scans.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import clock, passages, secrets
 from .db.base import SOURCES
@@ -24,7 +24,8 @@ from .records import Record
 
 if TYPE_CHECKING:
     from .db.base import Repository
-    from .memory import Memory
+    from .encoder import Encoder
+    from .index import Indexes
 
 FOUND_KEY = "secrets_found"  # meta: records holding credentials at the last scan or write
 BATCH = 2000
@@ -75,14 +76,15 @@ def _fields(record: Record) -> dict[str, object]:
             "session": record.session, "kind": record.kind}
 
 
-def scan(memory: "Memory", *, apply: bool = False) -> ScanReport:
+def scan(store: "Repository", indexes: "Indexes", encoder: "Encoder", *, apply: bool = False,
+         warn: Callable[[str], None] = lambda message: None) -> ScanReport:
     """Find (and with ``apply`` redact) credentials in everything the memory keeps."""
     found: list[Found] = []
     rows: dict[tuple[str, int], Record] = {}
     scanned = 0
-    with memory.db.read():
+    with store.read():
         for source in SOURCES:  # the records, and the trash (restorable: a credential
-            for record in memory.db.every_text(source, BATCH):  # there is still kept)
+            for record in store.every_text(source, BATCH):  # there is still kept)
                 scanned += 1
                 if hits := secrets.inspect(_fields(record)):
                     found.append(Found(source, record.id, record.layer,
@@ -90,46 +92,39 @@ def scan(memory: "Memory", *, apply: bool = False) -> ScanReport:
                                        tuple(h.describe() for h in hits)))
                     rows[(source, record.id)] = record
     if not apply:
-        with memory.db.write() as tx:
-            memory.db.set_meta(tx, FOUND_KEY, str(len(found)))
+        with store.write() as tx:
+            store.set_meta(tx, FOUND_KEY, str(len(found)))
         return ScanReport(False, scanned, tuple(found))
-    removed, merged = _apply(memory, found, rows)
+    removed, merged = _apply(store, indexes, encoder, found, rows, warn)
     return ScanReport(True, scanned, tuple(found), removed, merged)
 
 
-def _apply(memory: "Memory", found: list[Found], rows: dict[tuple[str, int], Record]
-           ) -> tuple[int, int]:
+def _apply(store: "Repository", indexes: "Indexes", encoder: "Encoder", found: list[Found],
+           rows: dict[tuple[str, int], Record], warn: Callable[[str], None]) -> tuple[int, int]:
     # Deleted and rewritten pages are zeroed instead of left in the file's free space.
-    memory.db.zero_freed_pages()
+    store.zero_freed_pages()
     removed = merged = 0
     layers: set[str] = set()
     if found:
-        memory.check_model()
+        encoder.check_model()
     for item in found:
         record = rows[(item.source, item.id)]
         fields = _fields(record)
         hits = secrets.inspect(fields)
         changes = secrets.cleaned(fields, hits)
-        vector = memory._vectors([changes["text"]], "document")[0] if "text" in changes \
+        vector = encoder.vectors([changes["text"]], "document")[0] if "text" in changes \
             else None
-        with memory.db.write() as tx:
-            merged += memory.db.redact(tx, item.source, record, changes, vector,
+        with store.write() as tx:
+            merged += store.redact(tx, item.source, record, changes, vector,
                                        clock.now_iso())
             if "text" in changes:
-                passages.recheck(memory.db, tx, [item.id])
-            removed += memory.db.forget_cached_text(tx, record.content_hash)
+                passages.recheck(store, tx, [item.id])
+            removed += store.forget_cached_text(tx, record.content_hash)
         if item.source == "records":  # the indexes hold no trashed record
             layers.add(item.layer)
-    with memory.db.write() as tx:
-        memory.db.set_meta(tx, FOUND_KEY, "0")
-    if found:
-        scrub(memory)
-    memory._sync_after_write(sorted(layers))
+    with store.write() as tx:
+        store.set_meta(tx, FOUND_KEY, "0")
+    if found:  # leave no old bytes behind: free pages, old keyword segments, the WAL
+        store.scrub()
+    indexes.after_write(sorted(layers), warn)
     return removed, merged
-
-
-def scrub(memory: "Memory") -> None:
-    """Leave no old bytes behind: rebuild the FTS index from the texts now stored (its old
-    segments held removed words), VACUUM the file, and empty the WAL. Used after a
-    redaction and after a purge (``forget --purge``, ``trash empty``)."""
-    memory.db.scrub()

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -248,23 +247,21 @@ def records_home(cache: Path, n: int, dtype: str = "f32", *, texts: list[str] | 
 
 def _insert(memory, texts: list[str], n: int, layer: str) -> None:
     from magray import clock
-    from magray.records import content_hash
+    from magray.records import Record, content_hash
 
     when = clock.now_iso()
-    with memory.db.write() as conn:
-        memory.db.set_meta(conn, "model", DEFAULT_MODEL)
-        memory.db.set_meta(conn, "model_key", DEFAULT_MODEL)
-        memory.db.set_meta(conn, "dim", str(DIM))
+    with memory.db.write() as tx:
+        memory.db.set_meta(tx, "model", DEFAULT_MODEL)
+        memory.db.set_meta(tx, "model_key", DEFAULT_MODEL)
+        memory.db.set_meta(tx, "dim", str(DIM))
     for start in range(0, n, 10_000):
         vectors = synthetic(min(10_000, n - start), seed=1, start=start)
-        rows = [(texts[i % len(texts)] if i < len(texts) else f"{texts[i % len(texts)]} #{i}",
-                 layer, when, when, vectors[i - start].tobytes())
-                for i in range(start, start + len(vectors))]
-        with memory.db.write() as conn:
-            conn.executemany(
-                "INSERT INTO records (text, layer, tags, created_at, updated_at, access_count, "
-                "importance, content_hash, embedding) VALUES (?, ?, '[]', ?, ?, 0, 0, ?, ?)",
-                [(t, lay, c, u, content_hash(t), v) for t, lay, c, u, v in rows])
+        with memory.db.write() as tx:
+            for i in range(start, start + len(vectors)):
+                text = texts[i % len(texts)] if i < len(texts) else f"{texts[i % len(texts)]} #{i}"
+                memory.db.insert_record(tx, Record(0, text, layer, None, (), None, None, when,
+                                                   when, None, 0, 0.0, content_hash(text)),
+                                        vectors[i - start])
 
 
 # -- 1. cold search -------------------------------------------------------------------------
@@ -283,8 +280,8 @@ v = s.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids),
                  "token_type_ids": np.zeros_like(ids)})[0][0]
 view = Index.restore(home + "/data/indexes/assets.usearch", view=True)
 keys = view.search(v / np.linalg.norm(v), 40).keys
-db = sqlite3.connect(home + "/data/magray.db")
-rows = db.execute("SELECT id, text FROM records WHERE id IN (%s)" % ",".join("?" * len(keys)),
+db = sqlite3.connect(home + "/data/magray.db")  # the floor: no magray code at all
+rows = db.execute("SELECT id, text FROM records WHERE id IN (%s)" % ",".join("?" * len(keys)),  # raw baseline
                   [int(k) for k in keys]).fetchall()
 '''
 
@@ -481,13 +478,14 @@ def _queries(memory, count: int) -> tuple[list[str], np.ndarray]:
 
 
 def _exact_top(home: Path, queries: np.ndarray, n: int) -> np.ndarray:
-    db = sqlite3.connect(home / "data" / "magray.db")
+    from magray.db.store import Store
+    from magray.records import LAYERS
+
+    db = Store.open_readonly(home / "data" / "magray.db")
     best_s = np.full((len(queries), 10), -2.0, dtype=np.float32)
     best_i = np.zeros((len(queries), 10), dtype=np.int64)
-    cursor = db.execute("SELECT id, embedding FROM records ORDER BY id")
-    while rows := cursor.fetchmany(50_000):
-        ids = np.array([r[0] for r in rows])
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, DIM)
+    batches = (batch for layer in LAYERS for batch in db.layer_vectors(layer, DIM, 50_000))
+    for ids, vectors in batches:
         scores = queries @ vectors.T
         all_s = np.concatenate([best_s, scores], axis=1)
         all_i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
@@ -529,7 +527,7 @@ def bench_warm(args, cache: Path) -> None:
                     turn = number % len(runs)  # no measure always goes first (a cold cache)
                     for label, run in runs[turn:] + runs[:turn]:
                         if label == "fresh":  # as if new to this process: vector from SQLite
-                            memory._recent_queries.pop((f"{memory.embedder.key}|query", text), None)
+                            memory.encoder.forget_query(text)
                         start = time.perf_counter()
                         result = run()
                         if rounds:
@@ -563,7 +561,7 @@ def bench_warm(args, cache: Path) -> None:
 # -- 5. index size --------------------------------------------------------------------------
 
 def bench_size(args, cache: Path) -> None:
-    from magray import Memory
+    from magray import Memory, clock
     from usearch.index import Index
 
     print("5. index size", flush=True)
@@ -588,12 +586,12 @@ def bench_size(args, cache: Path) -> None:
     shutil.rmtree(churn, ignore_errors=True)
     shutil.copytree(home, churn)
     with Memory.open(churn, settings=config.load(churn / "config.toml")) as memory:
-        with memory.db.write() as conn:
-            conn.execute("UPDATE records SET layer = 'insights' WHERE id % 100 = 0")
-        memory.sync()
-        with memory.db.write() as conn:
-            conn.execute("UPDATE records SET layer = 'assets' WHERE id % 100 = 0")
-        memory.sync()
+        churned_ids = [i for i in memory.db.layer_ids("assets") if i % 100 == 0]
+        for there, back in (("assets", "insights"), ("insights", "assets")):
+            with memory.db.write() as tx:
+                for record_id in churned_ids:
+                    memory.db.move(tx, record_id, there, back, clock.now_iso())
+            memory.sync()
     churned = churn / "data" / "indexes" / "assets.usearch"
     size = churned.stat().st_size + churned.with_suffix(".json").stat().st_size
     report(t, "magray after 1% of vectors left and re-entered", f"{size:,} B",

@@ -63,9 +63,9 @@ def throughput(files: int, model) -> None:
             report = memory.ingest([docs])
             ingest_s = time.perf_counter() - start
             texts = [r.text for r in memory.list_records(limit=None)]
-            texts += [text[a:b] for text, a, b in memory.db.conn.execute(
-                "SELECT r.text, p.start, p.end FROM passages p JOIN records r "
-                "ON r.id = p.record_id WHERE p.ordinal > 0")]
+            stored = {r.id: r.text for r in memory.list_records(limit=None)}
+            parts, _ = memory.db.passages(list(stored), memory.dim)
+            texts += [stored[rid][p.start:p.end] for rid, p in parts if p.ordinal > 0]
             start = time.perf_counter()
             again = memory.ingest([docs])
             rerun_s = time.perf_counter() - start
@@ -99,8 +99,7 @@ def recall(model) -> None:
             total += len(notes)
             for with_passages in (1, 0):
                 if not with_passages:  # as magray stored long texts before: one vector each
-                    with memory.db.write() as conn:
-                        conn.execute("DELETE FROM passages")
+                    memory.db.forget_passages()
                     memory.sync(rebuild=True)
                 for mode in ("vector", "hybrid"):
                     for query, note in notes.items():

@@ -11,6 +11,7 @@ throw-away MAGRAY_HOMEs.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 import sys
 import tempfile
 import time
@@ -57,8 +58,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, \
             Memory.open(home, settings=settings, embedder=RandomEmbedder()) as memory:
         memory.store(items)
-        with memory.db.write() as conn:
-            conn.execute("UPDATE records SET access_count = id % 7, last_access = created_at")
+        with memory.db.write() as tx:
+            for record in memory.list_records(limit=None):
+                memory.db.update_metadata(tx, replace(record, access_count=record.id % 7,
+                                                      last_access=record.created_at))
         plan = timed("promote --dry-run", lambda: memory.promote(dry_run=True))
         timed("clean --dry-run (capacity n/2)", lambda: memory.clean(dry_run=True))
         report = timed("clean (capacity n/2)", memory.clean)

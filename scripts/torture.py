@@ -56,6 +56,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from magray.db.store import Store
+from magray.errors import MagrayError
+from magray.records import LAYERS, Filters
+
 ROOT = Path(__file__).resolve().parent.parent
 MAGRAY = [sys.executable, "-m", "magray"]
 
@@ -76,22 +80,19 @@ def check(home: Path, acknowledged: set[int]) -> list[str]:
     db_path = home / "data" / "magray.db"
     if not db_path.exists():
         return [] if not acknowledged else ["database missing but ids were acknowledged"]
-    db = sqlite3.connect(db_path)
-    if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+    if integrity(home) != "ok":
         failed.append("integrity_check")
-    db.close()
     searched = run(home, "search", "note about item 7", "--mode", "vector", "--json",
                    "--no-track", "-k", "5")
     if searched.returncode != 0:
         return failed + [f"next command failed: {searched.stderr.decode()[-300:]}"]
-    db = sqlite3.connect(db_path)
-    present = {r[0] for r in db.execute("SELECT id FROM records")}
+    stored = rows(home)
+    present = {record_id for record_id, _, _ in stored}
     if not acknowledged <= present:
         failed.append(f"{len(acknowledged - present)} acknowledged records lost")
-    texts = [r[0] for r in db.execute("SELECT text FROM records")]
+    texts = [text for _, text, _ in stored]
     if len(texts) != len(set(texts)):
         failed.append("a text stored twice")
-    db.close()
     from magray import Memory
 
     with Memory.open(home) as memory:
@@ -187,9 +188,8 @@ def crowd_campaign(writers: int, records: int, models: Path) -> bool:
                 failed.append(f"{name} exited {proc.returncode}: {err.decode()[-300:]}")
             if b"locked" in err:
                 failed.append(f"{name} showed 'locked' to the user")
-        db = sqlite3.connect(home / "data" / "magray.db")
-        count, distinct = db.execute("SELECT count(*), count(DISTINCT text) FROM records").fetchone()
-        db.close()
+        texts = [text for _, text, _ in rows(home)]
+        count, distinct = len(texts), len(set(texts))
         expected = writers * records + 1
         if (count, distinct) != (expected, expected):
             failed.append(f"{count} records ({distinct} distinct), expected {expected}")
@@ -306,9 +306,9 @@ def rows(home: Path) -> Rows:
     path = home / "data" / "magray.db"
     if not path.exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # read-only: no checkpoint on close
+    db = _readonly(path)  # read-only: no checkpoint on close
     try:
-        return sorted(db.execute("SELECT id, text, layer FROM records"))
+        return sorted((r.id, r.text, r.layer) for r, _ in db.dump(LAYERS, Filters()))
     finally:
         db.close()
 
@@ -317,13 +317,18 @@ def integrity(home: Path) -> str:
     path = home / "data" / "magray.db"
     if not path.exists():
         return "ok"
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return db.execute("PRAGMA integrity_check").fetchone()[0]
-    except sqlite3.Error as exc:
+        db = _readonly(path)
+        try:
+            return db.integrity_check()
+        finally:
+            db.close()
+    except (sqlite3.Error, MagrayError) as exc:
         return str(exc)
-    finally:
-        db.close()
+
+
+def _readonly(path: Path) -> "Store":
+    return Store.open_readonly(path)
 
 
 def judge_records(before: Rows, reference: Rows, now: Rows, *, atomic: bool,

@@ -103,3 +103,17 @@ def tree(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): (p.stat().st_size if p.is_file()
                                        and not p.name.endswith((".db", "-wal", "-shm")) else -1)
             for p in sorted(root.rglob("*")) if not p.name.endswith(("-wal", "-shm"))}
+
+
+# -- a memory to archive ------------------------------------------------------------------
+
+NOW = "2025-03-04T05:06:07+00:00"
+
+
+def fill(memory, n: int = 30) -> None:
+    """Records in every layer: ``n`` in interact, 5 in insights, 3 in assets."""
+    memory.store_texts([f"note {i} about deploying service {i % 7}" for i in range(n)])
+    memory.store_texts([f"decision {i}: use sqlite for local state" for i in range(5)],
+                       layer="insights")
+    memory.store_texts([f"how-to {i}: rotate the ssh keys yearly" for i in range(3)],
+                       layer="assets")

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakes import FakeEmbedder  # noqa: E402
 
+import magray.encoder  # noqa: E402
 import magray.memory  # noqa: E402
 from magray.embedding import model_key  # noqa: E402
 
@@ -62,7 +63,8 @@ def report_events(path: str) -> None:
 
 
 if __name__ == "__main__":
-    magray.memory.from_settings = fake_from_settings
+    magray.encoder.from_settings = fake_from_settings  # the one loading...
+    magray.memory.from_settings = fake_from_settings  # ...and the one restoring
     real_connect = sqlite3.connect
     sqlite3.connect = traced_connect
     for name in ("replace", "rename", "link", "unlink", "fsync"):

@@ -20,10 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def fake_model(monkeypatch) -> FakeEmbedder:
     """Make every Memory the CLI opens use the deterministic FakeEmbedder: for CLI
     behaviour that is not about meaning, without loading the real model."""
+    import magray.encoder
     import magray.memory
 
     embedder = FakeEmbedder()
-    monkeypatch.setattr(magray.memory, "from_settings", lambda *args, **kwargs: embedder)
+    for module in (magray.encoder, magray.memory):  # the one loading, the one restoring
+        monkeypatch.setattr(module, "from_settings", lambda *args, **kwargs: embedder)
     return embedder
 
 

@@ -128,13 +128,6 @@ def test_eviction_order_lowest_value_then_longest_unused_then_oldest_id():
     assert [f.id for f, _ in order] == [4, 2, 3, 1]
 
 
-def test_span_is_readable():
-    assert layers.span(timedelta(seconds=40)) == "40 s"
-    assert layers.span(timedelta(hours=24)) == "24 h"
-    assert layers.span(timedelta(days=90)) == "90 d"
-    assert layers.span(timedelta(days=3, hours=12)) == "3.5 d"
-
-
 # -- the one rule that joins records -----------------------------------------------------------
 
 

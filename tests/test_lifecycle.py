@@ -237,9 +237,9 @@ def test_a_record_used_between_plan_and_removal_is_kept(fake_memory, pin, monkey
     stale = add(m, "stale scratch about printers", ago=timedelta(hours=30))
     real_apply = lifecycle._apply_clean
 
-    def search_meanwhile(memory, decisions, removals, problems):
-        memory.db.touch([stale])  # another process's search, after the plan
-        return real_apply(memory, decisions, removals, problems)
+    def search_meanwhile(store, indexes, decisions, removals, problems):
+        store.touch([stale])  # another process's search, after the plan
+        return real_apply(store, indexes, decisions, removals, problems)
 
     monkeypatch.setattr(lifecycle, "_apply_clean", search_meanwhile)
     report = m.clean()
@@ -479,3 +479,93 @@ def test_reembed_after_a_model_change_resumes_after_a_kill(memory, home, truncat
         assert (again.embedded, again.resumed) == (0, 0)
     with pytest.raises(ModelMismatchError):  # the old configuration is now the stranger
         memory.search("anything")
+
+
+# -- the service alone: a real repository and real indexes, no Memory --------------------------
+
+
+def test_promote_service_moves_a_valuable_record_and_its_index_entry(tmp_path, pin):
+    from services import services
+
+    with services(tmp_path) as s:
+        valuable = s.add("security: rotate the deploy keys", importance=1.0, accesses=5,
+                         accessed_ago=timedelta(minutes=5))
+        plain = s.add("lunch was fine")
+        warnings = []
+        report = lifecycle.promote(s.store, s.indexes, s.settings, warn=warnings.append)
+        assert [(d.id, d.outcome) for d in report.moved] == [(valuable, "promoted")]
+        assert s.get(valuable).layer == "insights" and s.get(plain).layer == "interact"
+        assert s.indexes.layer("insights").open_view().contains(valuable)
+        assert not s.indexes.layer("interact").open_view().contains(valuable)
+        in_step(s)
+        assert warnings == []
+
+
+def test_promote_service_joins_a_twin_in_the_target_layer_by_the_one_rule(tmp_path, pin):
+    from services import services
+
+    with services(tmp_path) as s:
+        kept = s.add("security: rotate the deploy keys", "insights", tags=("a",), accesses=2,
+                     ago=timedelta(days=3))
+        moved = s.add("security: rotate the deploy keys", tags=("b",), importance=1.0,
+                      accesses=4, accessed_ago=timedelta(minutes=1), project="ops")
+        report = lifecycle.promote(s.store, s.indexes, s.settings, layers=("interact",))
+        assert [(d.id, d.outcome, d.merged_into) for d in report.decisions] == \
+            [(moved, "merged", kept)]
+        joined = s.get(kept)
+        assert (joined.tags, joined.access_count, joined.importance) == (("a", "b"), 6, 1.0)
+        assert joined.project == "ops" and joined.created_at == clock.iso(NOW - timedelta(days=3))
+        assert s.get(moved) is None
+        assert [(t.record.id, t.reason, t.merged_into) for t in s.store.trashed()] == \
+            [(moved, "merged", kept)]
+        in_step(s)
+
+
+def test_clean_service_trashes_what_expired_unless_used_since_the_plan(tmp_path, pin,
+                                                                       monkeypatch):
+    from services import services
+
+    with services(tmp_path) as s:
+        stale = s.add("stale scratch about printers", ago=timedelta(hours=30))
+        saved = s.add("stale scratch about cables", ago=timedelta(hours=30))
+        fresh = s.add("fresh scratch", ago=timedelta(hours=2))
+        asked = []
+
+        def empty_trash(**options):
+            asked.append(options)
+            return []
+
+        real_apply = lifecycle._apply_clean
+
+        def used_meanwhile(store, indexes, decisions, removals, problems):
+            store.touch([saved])  # another process's search, after the plan
+            return real_apply(store, indexes, decisions, removals, problems)
+
+        monkeypatch.setattr(lifecycle, "_apply_clean", used_meanwhile)
+        report = lifecycle.clean(s.store, s.indexes, s.settings, empty_trash)
+        assert [(r.id, r.reason) for r in report.removed] == [(stale, "expired")]
+        assert report.skipped == 1
+        assert s.get(stale) is None and s.get(saved) is not None and s.get(fresh) is not None
+        assert [t.reason for t in s.store.trashed([stale])] == ["expired"]
+        assert asked == [{"older_than": clock.iso(NOW - timedelta(days=30)), "dry_run": False,
+                          "keep_merged": True}]
+        in_step(s)
+
+
+def test_clean_service_dry_run_plans_the_same_and_writes_nothing(tmp_path, pin):
+    from services import services
+
+    with services(tmp_path, capacity_interact=2) as s:
+        ids = [s.add(f"note number {n} about printers", ago=timedelta(hours=n + 1))
+               for n in range(4)]
+        s.indexes.sync()
+        before = s.store.records(ids), s.store.log_head("interact")
+        plan = lifecycle.clean(s.store, s.indexes, s.settings, lambda **o: [], dry_run=True,
+                               promote_first=False)
+        assert (s.store.records(ids), s.store.log_head("interact")) == before
+        done = lifecycle.clean(s.store, s.indexes, s.settings, lambda **o: [],
+                               promote_first=False)
+        assert [(r.id, r.reason) for r in done.removed] == \
+            [(r.id, r.reason) for r in plan.removed]
+        assert plan.count("evicted") == 2 and s.store.count("interact") == 2
+        in_step(s)

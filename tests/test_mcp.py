@@ -83,8 +83,8 @@ async def exercise(session: ClientSession) -> int:
     only_web = (await call(session, "recent", project="web"))["records"]
     assert [r["id"] for r in only_web] == [note_id]
 
-    # Bad arguments are tool errors with the CLI's message; the server keeps serving.
-    assert "--top-k must be from 1 to 100, got 0" in await error_of(
+    # Bad arguments are tool errors naming the tool's argument; the server keeps serving.
+    assert "top_k must be from 1 to 100, got 0" in await error_of(
         session, "recall", query="canary", top_k=0)
     assert "bad arguments: top_k: Input should be a valid integer" in await error_of(
         session, "recall", query="canary", top_k="many")
@@ -299,6 +299,7 @@ def test_a_non_loopback_bind_needs_a_token(home, tmp_path, token_file):
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: refusing to serve 0.0.0.0")
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "give --token-file with a secret" in refused.stderr  # the flag, not token_file
 
     open_token = tmp_path / "open-token"
     open_token.write_text(token_file[1])
@@ -306,7 +307,7 @@ def test_a_non_loopback_bind_needs_a_token(home, tmp_path, token_file):
     lax = _magray(home, "mcp", "--http", f"0.0.0.0:{port}", "--token-file", str(open_token))
     assert lax.returncode == 2 and "chmod 600" in lax.stderr
     bad = _magray(home, "mcp", "--http", "127.0.0.1:http")
-    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --http: expected HOST:PORT")
 
 
 def test_http_bind_failures_and_bad_inputs_are_one_line(home, tmp_path, token_file):

@@ -123,9 +123,9 @@ def test_empty_memory_returns_nothing(memory):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"top_k": 0}, "--top-k must be from 1 to 100"),
-    ({"top_k": 101}, "--top-k must be from 1 to 100"),
-    ({"mode": "fuzzy"}, "--mode must be one of"),
+    ({"top_k": 0}, "top_k must be from 1 to 100"),
+    ({"top_k": 101}, "top_k must be from 1 to 100"),
+    ({"mode": "fuzzy"}, "mode must be one of"),
     ({"layers": ("attic",)}, "unknown layer 'attic'"),
 ])
 def test_bad_search_options(memory, options, message):

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..errors import MagrayError
 from . import output
+from .flags import message as in_flags
 
 
 class MagrayGroup(TyperGroup):
@@ -27,7 +28,8 @@ class MagrayGroup(TyperGroup):
         except (MagrayError, OSError) as exc:
             if os.environ.get("MAGRAY_DEBUG"):
                 raise
-            output.error(str(exc) if isinstance(exc, MagrayError) else _describe(exc))
+            output.error(in_flags(exc, ctx.invoked_subcommand)
+                         if isinstance(exc, MagrayError) else _describe(exc))
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 import typer
 
 from ..errors import InputError
+from .. import units
 from . import output
 from .app import app, open_memory
 
@@ -63,7 +64,7 @@ def backup(ctx: typer.Context, output_to: Output = None, keep_daily: Daily = Non
         output.emit_json({**_summary(info), "verified": result.verified,
                           **_pruned_json(result.pruned)})
         return
-    output.say(f"wrote {info.path} ({output.size(info.size)}, {_counts(info)}), verified")
+    output.say(f"wrote {info.path} ({units.size(info.size)}, {_counts(info)}), verified")
     if result.pruned:
         _say_pruned(result.pruned)
 
@@ -109,7 +110,7 @@ def verify(ctx: typer.Context,
     if json_out:
         output.emit_json({**_summary(info), "verified": True})
     else:
-        output.emit_lines([f"ok: {info.path} ({output.size(info.size)}, {_counts(info)}, "
+        output.emit_lines([f"ok: {info.path} ({units.size(info.size)}, {_counts(info)}, "
                            f"made {info.created_at})"])
 
 
@@ -240,7 +241,7 @@ def _table(archives, damaged) -> None:
     table.add_column("state", no_wrap=True)
     for a, name in zip(archives, names):
         state = Text("DAMAGED", style="bold red") if a.path in damaged else Text("ok")
-        table.add_row(Text(name), output.when(a.created_at), output.size(a.size),
+        table.add_row(Text(name), output.when(a.created_at), units.size(a.size),
                       f"{a.records:,}", state)
     output.stdout().print(table)
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, List, Optional
 
 import typer
 
+from .. import units
 from . import output
 from .app import app, open_memory
 
@@ -118,7 +119,7 @@ def _planned(report: "CleanReport") -> list[str]:
 
 def _clean_summary(report: "CleanReport") -> str:
     promoted = len(report.promotion.moved) if report.promotion else 0
-    cache = f"{report.cache_entries} cache entries ({output.size(report.cache_bytes)})"
+    cache = f"{report.cache_entries} cache entries ({units.size(report.cache_bytes)})"
     counts = (promoted, report.count("expired"), report.count("evicted"))
     if report.dry_run:
         text = ("clean --dry-run: would promote {}, expire {}, evict {}, prune ".format(*counts)
@@ -148,7 +149,7 @@ def optimize(
     from ..maintenance import pending_reembed
 
     with open_memory(ctx) as memory:
-        total = pending_reembed(memory) if reembed else 0
+        total = pending_reembed(memory.db, memory.encoder) if reembed else 0
         with output.progress(total, "re-embedding") as advance:
             report = memory.optimize(reembed=reembed, progress=advance)
     if json_out:
@@ -169,11 +170,11 @@ def _optimized(report: "OptimizeReport") -> list[str]:
             lines.append(f"nothing to re-embed: every record is embedded with {r.model_key}")
     for c in report.indexes:
         lines.append(f"{c.layer:<9} {c.records:>9,} records  index "
-                     f"{output.size(c.before_bytes)} -> {output.size(c.after_bytes)}  "
+                     f"{units.size(c.before_bytes)} -> {units.size(c.after_bytes)}  "
                      f"(was {c.was})")
     o = report.orphans
-    lines.append(f"database  {output.size(report.database_before)} -> "
-                 f"{output.size(report.database_after)}; "
+    lines.append(f"database  {units.size(report.database_before)} -> "
+                 f"{units.size(report.database_after)}; "
                  f"full-text index {report.fts}; pruned {o.get('index_log', 0)} index-log rows, "
                  f"{o.get('embed_cache', 0)} cache entries of other models, "
                  f"{o.get('temp_files', 0)} temporary files")

@@ -151,17 +151,6 @@ def cell(text: str, width: int | None = None):
     return Text(one_line(text, width))
 
 
-def size(n: int) -> str:
-    """Bytes for people, in one convention everywhere (IEC, powers of 1024): 812 B,
-    1.4 KiB, 3.0 MiB, 1.2 GiB."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # not reached
-
-
 def zone() -> str:
     """The local time zone's name (``UTC``, ``CET``): times for people are local, as
     ``--since 2026-01-31T09:00`` reads them, and say so."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from .. import units
 from ..errors import InputError
 from . import output
 from .app import app
@@ -63,15 +64,15 @@ def _render(h: "Health") -> None:
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
     facts.add_column()
-    database = (f"{h.database}  {_bytes(h.database_bytes)}" if h.database_exists
+    database = (f"{h.database}  {units.size(h.database_bytes)}" if h.database_exists
                 else f"{h.database}  (none yet: an empty memory)")
     facts.add_row("database", _plain(database))
-    facts.add_row("indexes", _plain(f"{h.indexes}  {_bytes(_index_bytes(h))}"))
+    facts.add_row("indexes", _plain(f"{h.indexes}  {units.size(_index_bytes(h))}"))
     config_note = "" if h.config_exists else "  (absent: defaults)"
     facts.add_row("config", _plain(h.config_file + config_note))
     b = h.backups
     newest = (f"{b.archives} archive(s), newest {_when(b.latest_at)} "
-              f"({_duration(b.age_seconds)} ago)" if b.archives else "none")
+              f"({units.duration(b.age_seconds)} ago)" if b.archives else "none")
     facts.add_row("backups", _plain(f"{b.directory}  {newest}"))
     facts.add_row("trash", _plain(f"{h.trash:,} record(s), restorable with `magray trash`"))
     console.print(facts)
@@ -105,7 +106,7 @@ def _layers_table(h: "Health"):
         else:
             state = f"[yellow]{_plain(index.problem)}[/]"
         if index.bytes is not None:
-            state += f" {_bytes(index.bytes)}"
+            state += f" {units.size(index.bytes)}"
         table.add_row(f"[magenta]{layer.name}[/]", f"{layer.records:,}",
                       _ago(h.checked_at, layer.oldest), _ago(h.checked_at, layer.newest),
                       f"{layer.expired:,}" if layer.ttl_seconds is not None else "never",
@@ -163,24 +164,10 @@ def _ago(now: str, iso: str | None) -> str:
 
     if iso is None:
         return "-"
-    return _duration((parse_time(now) - parse_time(iso)).total_seconds()) + " ago"
-
-
-def _bytes(size: int) -> str:
-    return output.size(size)
+    return units.duration(parse_time(now) - parse_time(iso)) + " ago"
 
 
 def _seconds(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
-        value = seconds / size
-        if abs(value) >= 1 or unit == "s":
-            return f"{value:.1f} {unit}" if abs(value) < 10 else f"{value:.0f} {unit}"
-    return f"{seconds:.0f} s"
+    return units.duration(value)

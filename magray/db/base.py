@@ -79,6 +79,9 @@ class Repository(Protocol):
     @property
     def store_id(self) -> str:
         """This database's identity, made once when it was created."""
+    def model_meta(self, tx: Tx | None = None) -> tuple[str | None, int | None]:
+        """(model key, dimension) the stored vectors were made with; (None, None) before any
+        (read in ``tx`` for the check that must not race a write)."""
     def tables(self) -> set[str]:
         """The tables the database holds (tells which migrations an old one lacks)."""
 
@@ -130,9 +133,11 @@ class Repository(Protocol):
     def filtered_ids(self, layers: Sequence[str], filters: Filters, limit: int | None = None
                      ) -> list[int]:
         """Ids of records in ``layers`` that pass ``filters``."""
-    def keyword_search(self, match: str, layers: Sequence[str], filters: Filters, limit: int
+    def keyword_search(self, text: str, layers: Sequence[str], filters: Filters, limit: int
                        ) -> list[tuple[int, float]]:
-        """(id, relevance) by full-text rank, best first (higher is better)."""
+        """(id, relevance) of records holding words of ``text``, best first (higher is better)."""
+    def passing(self, ids: Iterable[int], layer: str, filters: Filters) -> list[int]:
+        """Those of ``ids`` whose record is in ``layer`` and passes ``filters``."""
 
     # -- the trash -----------------------------------------------------------------------
     def trash(self, tx: Tx, record_id: int, reason: str, when: str, *,

@@ -64,6 +64,10 @@ class Reader:
     def store_id(self) -> str:
         return self.meta("store_id") or ""
 
+    def integrity_check(self) -> str:
+        """"ok", or the first problem SQLite's integrity check finds in the file."""
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+
     def tables(self) -> set[str]:
         return {row[0] for row in self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -381,14 +381,23 @@ class Store(Reader):
             sql += f" LIMIT {int(limit)}"
         return [row[0] for row in self.conn.execute(sql, params)]
 
-    def keyword_search(self, match: str, layers: Sequence[str], filters: Filters, limit: int
+    def keyword_search(self, text: str, layers: Sequence[str], filters: Filters, limit: int
                        ) -> list[tuple[int, float]]:
-        """(id, relevance) by FTS5 BM25, best first; relevance is -bm25 (higher is better)."""
+        """(id, relevance) of the records holding words of ``text`` (``fts_query``), by
+        FTS5 BM25, best first; relevance is -bm25 (higher is better)."""
+        match = fts_query(text)
+        if not match:
+            return []
         where, params = filter_sql(layers, filters, table="r")
         sql = (f"SELECT r.id, -bm25(records_fts) AS relevance FROM records_fts "
                f"JOIN records r ON r.id = records_fts.rowid "
                f"WHERE records_fts MATCH ? AND {where} ORDER BY bm25(records_fts) LIMIT ?")
         return [(row[0], row[1]) for row in self.conn.execute(sql, (match, *params, limit))]
+
+    def passing(self, ids: Iterable[int], layer: str, filters: Filters) -> list[int]:
+        """Those of ``ids`` whose record is in ``layer`` and passes ``filters``."""
+        where, params = filter_sql([layer], filters)
+        return [row[0] for row in self.among(ids, "id", where, params)]
 
     # -- the index log --------------------------------------------------------------------
 
@@ -459,6 +468,16 @@ class Store(Reader):
             "DO UPDATE SET last_used = excluded.last_used",
             [(model, digest, np.asarray(vec, dtype=np.float32).tobytes(), when)
              for digest, vec in items])
+
+    # -- the model the vectors were made with ---------------------------------------------
+
+    def model_meta(self, tx: sqlite3.Connection | None = None
+                   ) -> tuple[str | None, int | None]:
+        """(model key, dimension) recorded with the first vectors; (None, None) before any.
+        Pass the write transaction to read it there (the check that must not race)."""
+        found = dict((tx or self.conn).execute(
+            "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
+        return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
 
     # -- the lifecycle: promote, clean -----------------------------------------------------
 
@@ -731,6 +750,13 @@ class Store(Reader):
             "SELECT id, text, layer FROM records WHERE id > ? AND id <= ? AND length(text) > ? "
             "AND NOT EXISTS (SELECT 1 FROM passages WHERE record_id = records.id) "
             "ORDER BY id LIMIT ?", (after, through, longer_than, limit)).fetchall()
+
+    def forget_passages(self) -> None:
+        """Drop every passage (benchmarks: a memory as magray stored long texts before it
+        split them; ``passages.upgrade`` gives them back)."""
+        with self.write() as tx:
+            tx.execute("DELETE FROM passages")
+            tx.execute("DELETE FROM meta WHERE key = 'passages_checked'")
 
     # -- sources: the files records were ingested from --------------------------------------
 

@@ -23,8 +23,12 @@ from .markdown import Section, sections
 from .walk import Found, Skipped, walk
 
 if TYPE_CHECKING:
-    from ..memory import Memory
+    from ..config import Settings
+    from ..db.base import Repository
+    from ..records import Stored
 
+Write = Callable[[list[NewRecord]], "Sequence[Stored]"]  # Memory.store
+Forget = Callable[[list[int]], object]  # Memory.forget
 FILES_PER_BATCH = 64  # files whose new sections are embedded together
 
 
@@ -68,18 +72,21 @@ class _Plan:
     kept: dict[str, int] = field(default_factory=dict)  # content hash -> record id
 
 
-def ingest(memory: "Memory", paths: Sequence[str | Path], *, layer: str = "assets",
+def ingest(store: "Repository", settings: "Settings", write: Write, forget: Forget,
+           paths: Sequence[str | Path], *, layer: str = "assets",
            tags: Sequence[str] = (), project: str | None = None, prune: bool = False,
            dry_run: bool = False, progress: Callable[[int], None] | None = None
            ) -> IngestReport:
-    """Bring the records of the files under ``paths`` in step with the files."""
+    """Bring the records of the files under ``paths`` in step with the files. New sections
+    are stored through ``write`` (``Memory.store``), records no file holds any more are
+    removed with ``forget`` (``Memory.forget``)."""
     if not paths:
         raise InputError("no paths given")
     counts = dict.fromkeys(("files_added", "files_changed", "files_unchanged", "files_removed",
                             "sections_added", "sections_unchanged", "sections_removed"), 0)
     skipped: list[Skipped] = []
     seen: set[str] = set()
-    limit = memory.settings.max_text_bytes
+    limit = settings.max_text_bytes
     pending: list[_Plan] = []
     template = NewRecord(text="", layer=layer, tags=tuple(sorted(set(tags))), project=project,
                          kind="document")
@@ -88,7 +95,7 @@ def ingest(memory: "Memory", paths: Sequence[str | Path], *, layer: str = "asset
             skipped.append(item)
             continue
         seen.add(item.path)
-        plan = _plan(memory, item, limit, skipped)
+        plan = _plan(store, item, limit, skipped)
         if plan is None:
             counts["files_unchanged"] += 1
             if progress:
@@ -97,20 +104,20 @@ def ingest(memory: "Memory", paths: Sequence[str | Path], *, layer: str = "asset
         counts["files_added" if plan.new else "files_changed"] += 1
         pending.append(plan)
         if len(pending) >= FILES_PER_BATCH:
-            _apply(memory, pending, template, counts, dry_run, progress)
+            _apply(store, write, forget, pending, template, counts, dry_run, progress)
             pending = []
-    _apply(memory, pending, template, counts, dry_run, progress)
+    _apply(store, write, forget, pending, template, counts, dry_run, progress)
     if prune:
-        _prune(memory, paths, seen, counts, dry_run)
+        _prune(store, forget, paths, seen, counts, dry_run)
     return IngestReport(**counts, skipped=tuple(skipped), dry_run=dry_run)
 
 
-def _plan(memory: "Memory", found: Found, limit: int, skipped: list[Skipped]) -> _Plan | None:
+def _plan(store: "Repository", found: Found, limit: int, skipped: list[Skipped]) -> _Plan | None:
     """None for an unchanged file; else what storing it takes."""
     from ..ingest import check_text
 
     digest = hashlib.sha256(found.data).hexdigest()
-    recorded = memory.db.file_hashes([found.path]).get(found.path, set())
+    recorded = store.file_hashes([found.path]).get(found.path, set())
     if recorded == {digest}:
         return None
     texts = []
@@ -120,12 +127,13 @@ def _plan(memory: "Memory", found: Found, limit: int, skipped: list[Skipped]) ->
                           section))
         except InputError as exc:
             skipped.append(Skipped(found.path, f"a section was left out ({exc})"))
-    return _Plan(found, digest, texts, memory.db.records_from(found.path),
+    return _Plan(found, digest, texts, store.records_from(found.path),
                  new=not recorded)
 
 
-def _apply(memory: "Memory", plans: list[_Plan], template: NewRecord, counts: dict[str, int],
-           dry_run: bool, progress: Callable[[int], None] | None) -> None:
+def _apply(store: "Repository", write: Write, forget: Forget, plans: list[_Plan],
+           template: NewRecord, counts: dict[str, int], dry_run: bool,
+           progress: Callable[[int], None] | None) -> None:
     """Store the plans' new sections in one call, then each file's bookkeeping."""
     from dataclasses import replace
 
@@ -144,13 +152,8 @@ def _apply(memory: "Memory", plans: list[_Plan], template: NewRecord, counts: di
     if not dry_run and new_texts:
         items = [replace(template, text=text) for text in new_texts]
         # Sections of one file are often alike (same heading path, same boilerplate):
-        # each must stay its own record, so near-duplicates are not merged here.
-        settings = memory.settings
-        memory.settings = settings.replace(near_duplicate_merge=False)
-        try:
-            results = memory.store(items)
-        finally:
-            memory.settings = settings
+        # each stays its own record (near-duplicates are never merged when stored).
+        results = write(items)
         stored = {item.text: r.id for item, r in zip(items, results)}
     removed: list[int] = []
     for plan in plans:
@@ -161,41 +164,42 @@ def _apply(memory: "Memory", plans: list[_Plan], template: NewRecord, counts: di
         counts["sections_removed"] += len(gone)
         if dry_run:
             continue
-        with memory.db.write() as conn:
-            memory.db.drop_sources(conn, plan.found.path)
+        with store.write() as conn:
+            store.drop_sources(conn, plan.found.path)
             for text, section in plan.texts:
                 rid = plan.kept.get(NewRecord(text).content_hash) or stored[text]
-                memory.db.put_source(conn, rid, Source(plan.found.path, section.line_start,
+                store.put_source(conn, rid, Source(plan.found.path, section.line_start,
                                                        section.line_end, len(section.prefix)),
                                      plan.digest)
         removed += gone
         if progress:
             progress(1)
-    _forget_unsourced(memory, removed)
+    _forget_unsourced(store, forget, removed)
 
 
-def _prune(memory: "Memory", paths: Sequence[str | Path], seen: set[str],
+def _prune(store: "Repository", forget: Forget, paths: Sequence[str | Path], seen: set[str],
            counts: dict[str, int], dry_run: bool) -> None:
     """Remove what files under ``paths`` that no longer exist had brought in."""
     given = [str(Path(p).expanduser().absolute()) for p in paths]
-    gone = [p for p in memory.db.source_paths(given) if p not in seen
+    gone = [p for p in store.source_paths(given) if p not in seen
             and not Path(p).is_file()]
     removed: list[int] = []
     for path in gone:
-        held = list(memory.db.records_from(path))
+        held = list(store.records_from(path))
         counts["files_removed"] += 1
         counts["sections_removed"] += len(held)
         if not dry_run:
-            with memory.db.write() as conn:
-                memory.db.drop_sources(conn, path)
+            with store.write() as conn:
+                store.drop_sources(conn, path)
             removed += held
-    _forget_unsourced(memory, removed)
+    _forget_unsourced(store, forget, removed)
 
 
-def _forget_unsourced(memory: "Memory", ids: Iterable[int]) -> None:
+def _forget_unsourced(store: "Repository", forget: Forget, ids: Iterable[int]) -> None:
     """Forget (into the trash, where there is one) the records no file holds any more."""
     ids = list(dict.fromkeys(ids))
-    orphans = [i for i in ids if i not in memory.db.still_sourced(ids)]
-    existing = [i for i in orphans if memory.get(i) is not None]
+    orphans = [i for i in ids if i not in store.still_sourced(ids)]
+    found = store.records(orphans)
+    existing = [i for i in orphans if i in found]
     if existing:
-        memory.forget(existing)
+        forget(existing)

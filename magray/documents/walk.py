@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .. import units
+
 MAX_FILE_BYTES = 4 << 20  # larger files are data or generated, not notes
 MARKDOWN = frozenset({".md", ".markdown", ".mdown", ".mkd"})
 TEXT = MARKDOWN | frozenset({
@@ -78,7 +80,7 @@ def _read(path: Path) -> Found | Skipped:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            return Skipped(str(path), f"larger than {MAX_FILE_BYTES >> 20} MiB")
+            return Skipped(str(path), f"larger than {units.size(MAX_FILE_BYTES)}")
         data = path.read_bytes()
     except OSError as exc:
         return Skipped(str(path), f"cannot be read ({exc.strerror})")

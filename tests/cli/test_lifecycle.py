@@ -90,7 +90,7 @@ def test_promote_dry_run_explain_json_and_bad_usage(cli):
         "access", "recency", "age", "words", "importance", "neighbours"}
 
     bad = cli("promote", "--from", "assets")
-    assert bad.code == 2 and bad.err.startswith("error: --from assets: nothing is above assets")
+    assert bad.code == 2 and bad.err.startswith("error: --from: nothing is above assets")
     assert cli("promote", "--id", "999").code == 1
 
 

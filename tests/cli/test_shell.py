@@ -37,10 +37,10 @@ def _peak_storing(cli, home: Path, lines: int) -> int:
 def test_store_stdin_streams_in_bounded_memory(cli, monkeypatch, tmp_path):
     """Python-heap peak of `store -` (the model aside): far below the input's embeddings,
     and it barely grows when the input grows tenfold."""
-    import magray.memory
+    import magray.encoder
 
     dim = 1024
-    monkeypatch.setattr(magray.memory, "from_settings",
+    monkeypatch.setattr(magray.encoder, "from_settings",
                         lambda *args, **kwargs: FakeEmbedder(dim=dim))
     monkeypatch.setenv("MAGRAY_HNSW_M", "4")  # a cheap graph: this test is about memory
     monkeypatch.setenv("MAGRAY_HNSW_EF_CONSTRUCTION", "8")

@@ -10,11 +10,9 @@ from magray.db.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 SQL_CALL = re.compile(r"\b(execute|executemany|executescript)\(")
-# Files whose SQL is still being moved behind the boundary (issue 17), each by its owner;
-# this list only ever shrinks.
-NOT_YET: set[str] = {"magray/backup.py", "magray/memory.py", "scripts/bench.py",
-                     "scripts/bench_ingest.py", "scripts/bench_lifecycle.py",
-                     "scripts/torture.py"}
+# A benchmark's floor (scripts/bench.py: what a hand-written sqlite3 + usearch search costs)
+# is deliberately not magray code; its one statement says so on its line.
+BASELINE = "# raw baseline"
 
 
 def _members(cls) -> dict[str, object]:
@@ -59,13 +57,9 @@ def test_no_sql_outside_the_storage_package():
     for folder in ("magray", "scripts"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             name = path.relative_to(ROOT).as_posix()
-            if name.startswith("magray/db/") or name in NOT_YET:
+            if name.startswith("magray/db/"):
                 continue
             found += [f"{name}:{n}" for n, line in
                       enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                      if SQL_CALL.search(line)]
+                      if SQL_CALL.search(line) and BASELINE not in line]
     assert found == [], "SQL outside magray/db: " + ", ".join(found)
-    still = [name for name in NOT_YET if (ROOT / name).exists()
-             and SQL_CALL.search((ROOT / name).read_text(encoding="utf-8"))]
-    assert sorted(still) == sorted(n for n in NOT_YET if (ROOT / n).exists()), \
-        "a file no longer needs its exception: take it off NOT_YET"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import magray.encoder as encoder_module
 import magray.memory as memory_module
 from magray import NewRecord
 from magray.db import migrations
@@ -130,7 +131,7 @@ def test_a_repeated_query_skips_even_the_cache_lookup(fake_memory, monkeypatch):
     assert again == first and lookups == []
     fake_memory.search("bread in the oven", mode="vector", track=False)
     assert lookups  # a new query goes to the database cache
-    monkeypatch.setattr(memory_module, "RECENT_QUERIES", 2)
+    monkeypatch.setattr(encoder_module, "RECENT_QUERIES", 2)
     for query in ("one", "two", "three"):
         fake_memory.search(query, mode="vector", track=False)
-    assert [q for _, q in fake_memory._recent_queries] == ["two", "three"]
+    assert fake_memory.encoder.recent_queries() == ["two", "three"]

@@ -18,7 +18,8 @@ from fakes import FakeEmbedder
 @pytest.fixture
 def fake_cli(cli, monkeypatch):
     """The CLI with the fake embedder in place of the model (for logic not about meaning)."""
-    monkeypatch.setattr("magray.memory.from_settings", lambda *a, **k: FakeEmbedder())
+    for module in ("magray.encoder", "magray.memory"):  # the one loading, the one restoring
+        monkeypatch.setattr(f"{module}.from_settings", lambda *a, **k: FakeEmbedder())
     return cli
 
 
@@ -86,7 +87,7 @@ def test_ctrl_c_during_a_bulk_store_keeps_the_first_batch_and_says_so(home):
 
 
 def test_ctrl_c_during_store_from_stdin_prints_the_stored_ids_and_exits_130(cli, monkeypatch):
-    monkeypatch.setattr("magray.memory.from_settings", lambda *a, **k: InterruptedEmbedder(2))
+    monkeypatch.setattr("magray.encoder.from_settings", lambda *a, **k: InterruptedEmbedder(2))
     result = cli("store", "-", stdin="\n".join(_notes(1000)).encode())
     assert result.code == 130
     assert result.out.split() == [str(i) for i in range(1, 257)]
@@ -213,7 +214,7 @@ def archive(tmp_path):
 
 def test_a_restore_that_outlasts_its_deadline_still_reports_what_it_did(home, archive,
                                                                         monkeypatch):
-    import magray.backup as backup
+    import magray.db.snapshot as snapshot
 
     class Late:  # every look at the clock finds the deadline long past
         now = 0.0
@@ -222,7 +223,7 @@ def test_a_restore_that_outlasts_its_deadline_still_reports_what_it_did(home, ar
             self.now += 3600.0
             return self.now
 
-    monkeypatch.setattr(backup, "time", Late())
+    monkeypatch.setattr(snapshot, "time", Late())
     with Memory.open(home, embedder=FakeEmbedder()) as memory:
         _fill(memory, "mine")
         result = memory.restore(archive, replace=True)
@@ -233,8 +234,8 @@ def test_a_restore_that_outlasts_its_deadline_still_reports_what_it_did(home, ar
 
 def test_a_retried_restore_keeps_the_only_copy_of_the_replaced_data(home, archive,
                                                                    monkeypatch):
-    import magray.backup as backup
-    from magray.backup import verify
+    import magray.backup.restore as backup
+    from magray.backup.verify import verify
 
     place = backup._place_index
 
@@ -255,10 +256,10 @@ def test_a_retried_restore_keeps_the_only_copy_of_the_replaced_data(home, archiv
 
 def test_a_store_just_before_the_restore_lock_is_in_the_safety_copy(home, archive,
                                                                    monkeypatch):
-    import magray.backup as backup
-    from magray.backup import verify
+    import magray.backup.restore as backup
+    from magray.backup.verify import verify
 
-    match = backup._match_page_size
+    match = backup.match_page_size
     calls = []
 
     def store_meanwhile(staged, store):  # runs after the plan, before the lock
@@ -267,7 +268,7 @@ def test_a_store_just_before_the_restore_lock_is_in_the_safety_copy(home, archiv
             other.store_texts([f"stored by another process during restore {len(calls)}"])
         match(staged, store)
 
-    monkeypatch.setattr(backup, "_match_page_size", store_meanwhile)
+    monkeypatch.setattr(backup, "match_page_size", store_meanwhile)
     with Memory.open(home, embedder=FakeEmbedder()) as memory:
         with pytest.raises(InputError, match="while the archive was being checked"):
             memory.restore(archive)  # an empty memory: no --yes was needed for the plan
@@ -357,7 +358,7 @@ def test_a_really_read_only_home_exits_1_in_one_line(fake_cli, small_disk, monke
 
 def test_a_restore_whose_index_update_fails_still_reports_the_restore(home, archive,
                                                                      monkeypatch):
-    import magray.backup as backup
+    import magray.backup.restore as backup
     from magray.index import LayerIndex
 
     def crash(self, *args, **kwargs):

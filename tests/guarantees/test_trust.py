@@ -225,7 +225,7 @@ def test_concurrent_stores_searches_and_a_backup(tmp_path):
 def test_fault_during_restore_swap(home, monkeypatch, fault):
     """A restore that dies inside its swap leaves either the old or the archived records
     (never a mixture), and the next command brings every index in step by itself."""
-    import magray.backup as backup
+    import magray.backup.restore as backup
 
     with Memory.open(home, embedder=FakeEmbedder()) as memory:
         memory.store_texts([f"archived note {i}" for i in range(40)])
@@ -235,7 +235,7 @@ def test_fault_during_restore_swap(home, monkeypatch, fault):
         archived = {f"archived note {i}" for i in range(40)} | {"an archived insight"}
         current = archived | {f"later note {i}" for i in range(10)}
         if fault == "before the database load":
-            monkeypatch.setattr(backup, "_load", lambda *a: (_ for _ in ()).throw(
+            monkeypatch.setattr(backup, "load_snapshot", lambda *a: (_ for _ in ()).throw(
                 OSError("simulated crash before the load")))
         else:
             real = backup._place_index

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
-from .errors import InputError, IntegrityError, MagrayError, NotFoundError
+from ..errors import InputError, IntegrityError, MagrayError, NotFoundError
 
 BLOCK = 512
 TRAILER = struct.Struct("<II8s32s")
