@@ -102,7 +102,7 @@ def test_maintenance_runs_and_keeps_the_data(store):
     ids = stored(store, NewRecord("alpha beta"), NewRecord("gamma"))
     store.compact()
     assert store.optimize_keywords() == "optimized"
-    hits = store.keyword_search('"beta"', ("interact",), Filters(), 5)
+    hits = store.keyword_search("beta", ("interact",), Filters(), 5)
     assert [i for i, _ in hits] == [ids[0]]
 
 

@@ -504,17 +504,34 @@ class PostgresStore(Upkeep):
 
     # -- search ---------------------------------------------------------------------------
 
-    def keyword_search(self, match: str, layers: Sequence[str], filters: Filters, limit: int
+    def keyword_search(self, text: str, layers: Sequence[str], filters: Filters, limit: int
                        ) -> list[tuple[int, float]]:
-        """(id, relevance) by BM25, best first, higher is better; ``match`` as made by
-        ``fts_query`` ('"word" OR "word"')."""
-        words = query.match_words(match)
+        """(id, relevance) of the records holding words of ``text`` by BM25, best first,
+        higher is better; the words chosen as the SQLite store chooses them (``fts_query``:
+        lower-cased, stopwords dropped unless nothing else is left)."""
+        from ..store import fts_query
+
+        words = query.match_words(fts_query(text))
         if not words:
             return []
         where, params = query.filter_sql(layers, filters, table="r")
         rows = self._run(query.keyword_sql(words, where),
                          (*words, " ".join(words), *params, limit))
         return [(row[0], float(row[1])) for row in rows]
+
+    def passing(self, ids: Iterable[int], layer: str, filters: Filters) -> list[int]:
+        """Those of ``ids`` whose record is in ``layer`` and passes ``filters``."""
+        where, params = query.filter_sql([layer], filters)
+        return [r[0] for r in self._run(f"SELECT id FROM records WHERE id = ANY(%s) AND {where}",
+                                        (_ids(ids), *params))]
+
+    def model_meta(self, tx: psycopg.Connection | None = None
+                   ) -> tuple[str | None, int | None]:
+        """(model key, dimension) the stored vectors were made with; (None, None) before any
+        (read in ``tx`` for the check that must not race a write)."""
+        found = dict(self._run("SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')",
+                               conn=tx).fetchall())
+        return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
 
     def ensure_vector_index(self, dim: int, dtype: str = "f32", m: int = 16,
                             ef_construction: int = 200) -> bool:
