@@ -118,20 +118,40 @@ def store(request):
 
 
 @pytest.fixture
-def on_postgres(monkeypatch, pg_target):
-    """Every ``Memory.open`` in the test opens the test's PostgreSQL database instead of the
-    home's SQLite file: how the behaviour suites run again on PostgreSQL before the
-    ``database`` setting chooses the engine (the home still holds config and indexes)."""
+def on_postgres(monkeypatch, pg_server, pg_database):
+    """Every ``Memory.open`` in the test opens a PostgreSQL database instead of the home's
+    SQLite file (one database per home, so a test with two homes has two memories): how the
+    behaviour suites run again on PostgreSQL before the ``database`` setting chooses the
+    engine. The home still holds the config and the index caches."""
+    import psycopg
+
     from magray import memory as memory_module
+    from magray.db.pg import parse_database
     from magray.db.pg.store import PostgresStore
+
+    databases: dict[str, str] = {}
+
+    def database_for(path) -> str:
+        if not databases:
+            databases[str(path)] = pg_database
+        elif str(path) not in databases:
+            name = f"{pg_database}_{len(databases)}"
+            with psycopg.connect(pg_server.uri(), autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {name}")
+            databases[str(path)] = name
+        return databases[str(path)]
 
     class OnPostgres:
         @staticmethod
         def open(path, *, busy_timeout: float = 60.0):
-            return PostgresStore.open(pg_target, busy_timeout=busy_timeout)
+            target = parse_database(pg_server.url(database_for(path)))
+            return PostgresStore.open(target, busy_timeout=busy_timeout)
 
     monkeypatch.setattr(memory_module, "Store", OnPostgres)
-    return pg_target
+    yield databases
+    with psycopg.connect(pg_server.uri(), autocommit=True) as admin:
+        for name in list(databases.values())[1:]:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if os.environ.get("MAGRAY_PG_DEBUG"):  # the package's own log, when a start fails

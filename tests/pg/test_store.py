@@ -204,3 +204,26 @@ def test_keyword_search_ranks_like_fts5(store):
     assert ranked("router", tags=("x",)) == []
     relevance = dict(store.keyword_search("router", layers, Filters(), 10))
     assert relevance[ids[2]] > relevance[ids[1]] > 0
+
+
+def test_two_databases_in_one_process_keep_their_own_vector_type(pg_server, pg_store):
+    """Each database's pgvector type has its own oid: a process holding two memories (an
+    MCP server, an export from one into another) must send each its own."""
+    import psycopg
+
+    from magray.db.pg import parse_database
+    from magray.db.pg.store import PostgresStore
+
+    with psycopg.connect(pg_server.uri(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS magray_second WITH (FORCE)")
+        admin.execute("CREATE DATABASE magray_second")
+    second = PostgresStore.open(parse_database(pg_server.url("magray_second")))
+    try:
+        for n, store in enumerate((pg_store, second, pg_store)):
+            with store.write() as tx:
+                rid, _ = store.insert(tx, NewRecord(f"note {n}"), vec(1), WHEN)
+            assert np.array_equal(store.vectors([rid], DIM)[1][0], vec(1))
+    finally:
+        second.close()
+        with psycopg.connect(pg_server.uri(), autocommit=True) as admin:
+            admin.execute("DROP DATABASE magray_second WITH (FORCE)")

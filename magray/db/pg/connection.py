@@ -66,8 +66,10 @@ def register_vector(conn: psycopg.Connection) -> None:
     if info is None:
         raise IntegrityError("the database has no pgvector extension (vector type)")
     info.register(conn)  # COPY's set_types finds it by name
-    VectorDumper.oid = info.oid
-    conn.adapters.register_dumper(Vector, VectorDumper)
+    # The type's oid is the database's own (each CREATE EXTENSION makes a new one): a class
+    # per connection, or a process using two databases sends one the other's oid.
+    dumper = type("VectorDumper", (VectorDumper,), {"oid": info.oid})
+    conn.adapters.register_dumper(Vector, dumper)
     conn.adapters.register_loader(info.oid, VectorLoader)
     conn.adapters.register_loader(info.oid, VectorTextLoader)
 
