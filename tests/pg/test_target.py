@@ -137,3 +137,29 @@ def test_the_role_runs_a_memory_and_nothing_more(pg_server, pg_database):
                 store.conn.execute(statement)
     finally:
         store.close()
+
+
+def test_open_repository_picks_the_engine_the_setting_names(tmp_path, pg_server, pg_database):
+    from magray.db.pg import open_repository
+    from magray.db.pg.store import PostgresStore
+    from magray.db.store import Store
+
+    default = tmp_path / "data" / "memory.db"
+    default.parent.mkdir()
+    for setting, kind, where in ((None, Store, default), ("other.db", Store,
+                                                          tmp_path / "data" / "other.db")):
+        repo = open_repository(setting, default)
+        assert isinstance(repo, kind) and repo.path == where and where.exists()
+        repo.close()
+    repo = open_repository(pg_server.url(pg_database), default)
+    assert isinstance(repo, PostgresStore) and repo.count("interact") == 0
+    repo.close()
+
+
+def test_reading_the_setting_imports_no_database_driver():
+    import subprocess
+    import sys
+
+    code = ("import sys, magray.db.pg as pg; pg.parse_database('postgresql://h/db'); "
+            "assert 'psycopg' not in sys.modules and 'numpy' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
