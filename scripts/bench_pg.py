@@ -10,6 +10,7 @@
   into a bare pgvector table;
 * warm search p50: PostgresStore.nearest (per-layer HNSW, iterative scan) against a raw
   ``ORDER BY embedding <#> q LIMIT k`` on the bare table with the same HNSW parameters;
+* keyword search p50: BM25 over the tsvector index (a common word and a rarer one);
 * retrieval quality: recall@10 against exact search, for pgvector's HNSW and for the
   usearch index the SQLite engine uses (same M, ef_construction, ef_search, dtype).
 
@@ -121,6 +122,7 @@ def main() -> None:
 
     from magray.db.pg import parse_database
     from magray.db.pg.store import PostgresStore
+    from magray.records import Filters
 
     url, cleanup = server(args.url)
     try:
@@ -137,6 +139,11 @@ def main() -> None:
         figures = search_figures(store, vectors, queries, args)
         print(f"warm search  magray p50 {figures['ours'] * 1000:7.2f} ms   raw pgvector p50 "
               f"{figures['raw'] * 1000:7.2f} ms   ratio {figures['ours'] / figures['raw']:.2f}x")
+        for label, text in (("a rare word", lambda q: f"{int(abs(q[0]) * 99_999) % 997}"),
+                            ("a word in every record", lambda q: "note")):
+            took = p50(lambda q: store.keyword_search(text(q), ("assets",), Filters(), 10),
+                       queries)
+            print(f"keyword      magray BM25 p50 {took * 1000:7.2f} ms ({label})", flush=True)
         print(f"recall@10    pgvector {figures['pg_recall']:.4f}   usearch (SQLite engine) "
               f"{figures['usearch_recall']:.4f}   difference "
               f"{abs(figures['pg_recall'] - figures['usearch_recall']) * 100:.2f} points")

@@ -52,15 +52,21 @@ def match_words(match: str) -> list[str]:
     return [w for w in dict.fromkeys(words) if w.strip()]
 
 
-def keyword_sql(words: Sequence[str], where: str) -> str:
-    """Matching records ranked by BM25 over the whole table, as FTS5's bm25(): idf from the
-    number of records holding each word, term frequency from the tsvector's positions,
-    length normalised by the average word count (fts_stats). Each query word is a phrase of
-    the words the tokenizer makes of it ('foo_bar' -> foo <-> bar), as in FTS5."""
+def tsquery_sql(words: Sequence[str]) -> str:
+    """The tsquery of the query words, as text: each word a phrase of the words the
+    tokenizer makes of it ('foo_bar' -> foo <-> bar, as FTS5 reads a quoted word), OR-ed."""
     phrases = " || ".join(["phraseto_tsquery('simple', unaccent(%s))"] * len(words))
+    return f"SELECT ({phrases})::text"
+
+
+def keyword_sql(where: str) -> str:
+    """Matching records ranked by BM25 over the whole table, as FTS5's bm25(): idf from the
+    number of records holding each term, term frequency from the tsvector's positions,
+    length normalised by the average word count (fts_stats). Parameters: the query words
+    joined by spaces, the tsquery (``tsquery_sql``: a constant, so the planner estimates it
+    and uses the GIN index), the filter's, the limit."""
     return f"""
-    WITH q AS (SELECT ({phrases}) AS query),
-    terms AS (SELECT DISTINCT lexeme FROM unnest(magray_words(%s)) AS u(lexeme)),
+    WITH terms AS (SELECT DISTINCT lexeme FROM unnest(magray_words(%s)) AS u(lexeme)),
     stats AS (SELECT greatest(rows, 1)::float8 AS n,
                      greatest(words::float8 / greatest(rows, 1), 1) AS avgdl FROM fts_stats),
     idf AS (
@@ -69,15 +75,18 @@ def keyword_sql(words: Sequence[str], where: str) -> str:
         CROSS JOIN LATERAL (SELECT count(*)::float8 AS n FROM records
                             WHERE words @@ to_tsquery('simple', quote_literal(t.lexeme))) d
     ),
-    hits AS (SELECT r.id, r.words, r.word_count FROM records r, q
-             WHERE r.words @@ q.query AND {where})
-    SELECT h.id, sum(i.idf * tf.n * ({BM25_K1} + 1)
-               / (tf.n + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * h.word_count / s.avgdl)))
+    hits AS MATERIALIZED (SELECT r.id, r.words, r.word_count FROM records r
+             WHERE r.words @@ %s::tsquery AND {where}),
+    tf AS (  -- each hit's tsvector read once, for the query's terms only
+        SELECT h.id, h.word_count, u.lexeme, array_length(u.positions, 1)::float8 AS n
+        FROM hits h, unnest(h.words) AS u
+        WHERE u.lexeme = ANY(ARRAY(SELECT lexeme FROM terms))
+    )
+    SELECT tf.id, sum(i.idf * tf.n * ({BM25_K1} + 1)
+               / (tf.n + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * tf.word_count / s.avgdl)))
            AS relevance
-    FROM hits h CROSS JOIN stats s CROSS JOIN idf i
-    CROSS JOIN LATERAL (SELECT coalesce(sum(array_length(positions, 1)), 0)::float8 AS n
-                        FROM unnest(h.words) WHERE lexeme = i.lexeme) tf
-    GROUP BY h.id ORDER BY relevance DESC, h.id LIMIT %s
+    FROM tf JOIN idf i ON i.lexeme = tf.lexeme CROSS JOIN stats s
+    GROUP BY tf.id ORDER BY relevance DESC, tf.id LIMIT %s
     """
 
 

@@ -514,9 +514,12 @@ class PostgresStore(Upkeep):
         words = query.match_words(fts_query(text))
         if not words:
             return []
+        tsquery = self._run(query.tsquery_sql(words), words).fetchone()[0]
+        if not tsquery:  # words the tokenizer drops entirely (punctuation only)
+            return []
         where, params = query.filter_sql(layers, filters, table="r")
-        rows = self._run(query.keyword_sql(words, where),
-                         (*words, " ".join(words), *params, limit))
+        rows = self._run(query.keyword_sql(where),
+                         (" ".join(words), tsquery, *params, limit))
         return [(row[0], float(row[1])) for row in rows]
 
     def passing(self, ids: Iterable[int], layer: str, filters: Filters) -> list[int]:
