@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # ONNX Runtime keeps a telemetry device id under ~/.cache/Microsoft, outside magray's own
 # directories, unless telemetry is off; set before anything can load it.

@@ -101,8 +101,6 @@ def scan(store: "Repository", indexes: "Indexes", encoder: "Encoder", *, apply: 
 
 def _apply(store: "Repository", indexes: "Indexes", encoder: "Encoder", found: list[Found],
            rows: dict[tuple[str, int], Record], warn: Callable[[str], None]) -> tuple[int, int]:
-    # Deleted and rewritten pages are zeroed instead of left in the file's free space.
-    store.zero_freed_pages()
     removed = merged = 0
     layers: set[str] = set()
     if found:
@@ -115,6 +113,8 @@ def _apply(store: "Repository", indexes: "Indexes", encoder: "Encoder", found: l
         vector = encoder.vectors([changes["text"]], "document")[0] if "text" in changes \
             else None
         with store.write() as tx:
+            # Deleted and rewritten pages are zeroed, not left in the file's free space.
+            store.secure_delete(tx)
             merged += store.redact(tx, item.source, record, changes, vector,
                                        clock.now_iso())
             if "text" in changes:

@@ -28,7 +28,7 @@ def main() -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)  # for its sentence harvest (the bulk-store texts)
 
-    import magray.memory as memory_module
+    import magray.write as write_module
     from magray import Memory
     from magray.embedding import SentenceTransformerEmbedder, default_model_roots
 
@@ -37,12 +37,12 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2", roots=default_model_roots(
         Path("/nonexistent")), device="cpu")
     embedder.embed_documents(["warm up"])
-    whole = memory_module.WINDOW_BYTES // (4 * embedder.dim)
+    whole = write_module.WINDOW_BYTES // (4 * embedder.dim)
     times: dict[str, list[float]] = {"first batch early": [], "whole first window": []}
     for run in range(args.repeat):
-        for label, first in (("first batch early", memory_module.STORE_BATCH),
+        for label, first in (("first batch early", write_module.STORE_BATCH),
                              ("whole first window", whole)):
-            memory_module.FIRST_WINDOW = first
+            write_module.FIRST_WINDOW = first
             with Memory.open(cache / f"{label}-{run}", embedder=embedder) as memory:
                 start = time.perf_counter()
                 memory.store_texts(texts)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lifecycle import RandomEmbedder  # noqa: E402
 
 from magray import Memory, NewRecord, config  # noqa: E402
-from magray.memory import Memory as _Memory  # noqa: E402
+from magray.write import Writer  # noqa: E402
 from tests.corpus import FILLER  # noqa: E402
 from tests.secrets_corpus import LOOKALIKES, SECRETS  # noqa: E402
 
@@ -37,9 +37,9 @@ def lines(n: int) -> list[str]:
 
 
 def run(texts: list[str], guard: bool, real: bool) -> float:
-    original = _Memory._screened
+    original = Writer._screened
     if not guard:
-        _Memory._screened = lambda self, items, noun, redacted: items  # type: ignore
+        Writer._screened = lambda self, items, noun, redacted: items  # type: ignore
     try:
         with tempfile.TemporaryDirectory() as home:
             settings = config.load(None).replace(secrets="redact", near_duplicate_merge=False)
@@ -50,7 +50,7 @@ def run(texts: list[str], guard: bool, real: bool) -> float:
                 memory.store(items)
                 return time.perf_counter() - started
     finally:
-        _Memory._screened = original
+        Writer._screened = original
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from corpus import FILLER, IDENTIFIED, NOTES, TWINS  # noqa: E402
 
-import magray.memory as memory_module  # noqa: E402
+import magray.search as search_module  # noqa: E402
 from magray import Memory  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def main() -> None:
         for label, extra in rows:
             mode = label.split()[0]
             if "alpha" in extra:
-                memory_module.HYBRID_ALPHA = extra["alpha"]
+                search_module.HYBRID_ALPHA = extra["alpha"]
             hit1, mrr = evaluate(memory, cases, mode=mode)
             print(f"{label:<22}{hit1:>5}/{len(cases):<3}{mrr:>8.3f}")
 

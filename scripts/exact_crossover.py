@@ -2,7 +2,7 @@
 
 For each size: the p50 latency of one top-10 query on a memory-mapped usearch view, as an
 HNSW search and as an exact scan (``exact=True``, what magray does for layers of up to
-``memory.EXACT_LIMIT`` records); HNSW's recall@10 against the exact answer; and how many
+``search.EXACT_LIMIT`` records); HNSW's recall@10 against the exact answer; and how many
 queries' top-10 changed when the same vectors were indexed again in another order (what
 made results depend on how an index happened to be built). Vectors are bench.py's
 synthetic mixture (384 dimensions, clustered like sentence embeddings); settings are

@@ -495,9 +495,9 @@ def test_operation_log_is_bounded(fake_model, fake_memory, monkeypatch):
 
 
 def test_a_multi_batch_store_is_logged_once(fake_model, fake_memory, monkeypatch):
-    import magray.memory
+    import magray.write
 
-    monkeypatch.setattr(magray.memory, "STORE_BATCH", 2)
+    monkeypatch.setattr(magray.write, "STORE_BATCH", 2)
     fake_memory.store_texts([f"batched note {n}" for n in range(5)])
     rows = fake_memory.db.conn.execute("SELECT op, items, cache_misses FROM ops").fetchall()
     assert rows == [("store", 5, 5)]

@@ -331,9 +331,9 @@ def test_near_duplicate_is_stored_as_its_own_record_and_named(memory):
 def test_near_duplicates_are_found_across_the_batches_of_one_store(fake_memory, monkeypatch,
                                                                    refresh_after):
     import magray.dedupe
-    import magray.memory
+    import magray.write
 
-    monkeypatch.setattr(magray.memory, "STORE_BATCH", 2)
+    monkeypatch.setattr(magray.write, "STORE_BATCH", 2)
     monkeypatch.setattr(magray.dedupe, "REFRESH_AFTER", refresh_after)
     stored = fake_memory.store_texts(["apples pears plums", "kiwis limes lemons",
                                       "plums pears apples", "grapes figs dates",

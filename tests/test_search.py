@@ -105,9 +105,9 @@ def test_every_filter(tagged, mode):
 
 
 def test_filters_do_not_starve_results(memory, monkeypatch):
-    import magray.memory as mem
+    import magray.search
 
-    monkeypatch.setattr(mem, "EXACT_LIMIT", 10)  # force the widening ANN path
+    monkeypatch.setattr(magray.search, "EXACT_LIMIT", 10)  # force the widening ANN path
     memory.store_texts(FILLER[:150])
     memory.store_texts([f"meeting note number {i} about the quarterly budget" for i in range(30)],
                        project="finance")
@@ -186,11 +186,11 @@ def test_a_layer_small_enough_is_searched_exactly(sparse_graph_memory):
 
 
 def test_a_delete_racing_a_search_does_not_rebuild_the_index(fake_memory, monkeypatch):
-    import magray.memory as mem
+    import magray.search
     from magray import Memory
     from magray.index import LayerIndex
 
-    monkeypatch.setattr(mem, "EXACT_LIMIT", 0)  # the HNSW path, as in a large layer
+    monkeypatch.setattr(magray.search, "EXACT_LIMIT", 0)  # the HNSW path, as in a large layer
     fake_memory.store_texts(FILLER[:60], layer="assets")
     query = FILLER[3]
     first = fake_memory.search(query, mode="vector", top_k=5, track=False)

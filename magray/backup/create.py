@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BackupResult:
+    """A new archive, verified by reading it back, and what retention did beside it."""
+
     archive: BackupInfo
     verified: bool
     pruned: Pruned | None = None

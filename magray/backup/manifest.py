@@ -11,9 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from .. import __version__, clock
+from .. import clock
 from ..errors import InputError, IntegrityError
 from ..records import LAYERS
+from ..version import __version__
 from . import archive
 from .layout import DB_MEMBER, MANIFEST, STAGED
 
@@ -25,6 +26,8 @@ MAX_CONFIG = 1 << 20  # the config file, and any member but the database and the
 
 @dataclass(frozen=True)
 class Member:
+    """One file in an archive, as the manifest lists it."""
+
     name: str
     size: int
     sha256: str

@@ -16,8 +16,9 @@ import shutil
 import tempfile
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from .. import files
 from ..config import load as load_settings, read_file as read_settings
@@ -35,7 +36,8 @@ from .verify import unpack
 if TYPE_CHECKING:
     from ..config import Settings
     from ..embedding import Embedder
-    from ..index import SyncReport
+    from ..encoder import Encoder
+    from ..index import Indexes
 
 
 @dataclass(frozen=True)
@@ -60,17 +62,17 @@ class RestoreResult:
                 "synced": [asdict(s) for s in self.synced], "trashed": self.trashed}
 
 
-def restore(where: Paths, store, settings: "Settings", path: Path, *,
-            embedder: "Embedder | None", embedder_for: Callable[["Settings", Path], "Embedder"],
-            resync: Callable[[], Sequence["SyncReport"]],
-            config: bool | None = None, replace_data: bool = False,
-            confirm: Callable[[RestoreResult], bool] | None = None, dry_run: bool = False,
-            progress: Progress | None = None) -> RestoreResult:
-    """Verify and stage the whole archive, check it fits this installation, then swap it in.
+def restore(where: Paths, store, settings: "Settings", path: Path, *, encoder: "Encoder",
+            indexes: "Indexes", embedder_for: Callable[["Settings", Path], "Embedder"],
+            warn: Callable[[str], None], config: bool | None = None,
+            replace_data: bool = False, confirm: Callable[[RestoreResult], bool] | None = None,
+            dry_run: bool = False, progress: Progress | None = None) -> RestoreResult:
+    """Verify and stage the whole archive, check it fits this installation, then swap it in
+    and bring ``indexes`` in step with it (an index that cannot be updated is a ``warn``).
 
-    ``embedder``: the model already in use, which stays in use (None: the configured one,
-    as ``embedder_for(settings, data_dir)`` makes it: ``embedding.from_settings``).
-    ``resync()`` brings the indexes in step with the restored database. ``config``: restore
+    The archive's model must be the one in effect after the restore: the encoder's, if it
+    has one already (it stays in use), else the one the settings name, made by
+    ``embedder_for(settings, data_dir)`` (``embedding.from_settings``). ``config``: restore
     the archive's config.toml (True), never (False), or only where there is none yet (None).
     Replacing existing records needs ``replace_data`` or a ``confirm(plan)`` that returns
     True.
@@ -82,8 +84,9 @@ def restore(where: Paths, store, settings: "Settings", path: Path, *,
     stage = Path(tempfile.mkdtemp(prefix=stage_prefix(RESTORE_STAGE), dir=where.data))
     try:
         plan, use_config = _plan(where, store, path, stage, config=config, dry_run=dry_run,
-                                 key=lambda staged: _model_key_after(
-                                     staged, where, settings, embedder, embedder_for),
+                                 key=partial(_model_key_after, where=where, settings=settings,
+                                             embedder=encoder.loaded,
+                                             embedder_for=embedder_for),
                                  cap=settings.restore_max_bytes, progress=progress)
         if dry_run:
             return plan
@@ -94,11 +97,13 @@ def restore(where: Paths, store, settings: "Settings", path: Path, *,
                                           timeout=settings.busy_timeout)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    store._migrate()  # an archive from an older magray gets this schema (the trash...)
+    store.migrate()  # an archive from an older magray gets this schema (the trash...)
+    indexes.clear()  # they described the replaced data
+    synced = indexes.after_write(LAYERS, warn) if encoder.recorded_model()[1] else []
     # Earlier safety copies are kept: each may be the only copy of what an earlier
     # restore replaced. Only the person removes them (discard_safety_copies).
     return replace(plan, replaced=replaced, trashed=trashed, safety_copy=safety,
-                   synced=tuple(resync()))
+                   synced=tuple(synced))
 
 
 def _plan(where: Paths, store, path: Path, stage: Path, *, config: bool | None,
@@ -185,8 +190,8 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
         if (sum(replaced.values()) or trashed) and not confirmed:
             raise InputError(f"{sum(replaced.values()) + trashed} records were stored or "
                              f"trashed in {where.data} while the archive was being checked; "
-                             "nothing was changed: restore again with replace=True to replace them",
-                             param="replace=True")
+                             "nothing was changed: restore again with replace=True to replace "
+                             "them", param="replace=True")
         if sum(replaced.values()) or trashed or (use_config and where.config_file.exists()):
             safety = write_safety_copy(where, store, level=level, timeout=timeout)
         for layer in LAYERS:  # no index file is ever paired with the wrong database

@@ -36,6 +36,8 @@ class Retention:
 
 @dataclass(frozen=True)
 class Pruned:
+    """What retention kept and removed (``dry_run``: would have removed)."""
+
     kept: tuple[BackupInfo, ...]
     removed: tuple[BackupInfo, ...]
     dry_run: bool = False

@@ -22,6 +22,9 @@ from .manifest import BackupInfo
 
 @dataclass(frozen=True)
 class Listing:
+    """The archives in a directory (oldest first), and the files named like archives that
+    cannot be read, with why."""
+
     directory: Path
     archives: tuple[BackupInfo, ...]
     unreadable: tuple[tuple[Path, str], ...] = ()
@@ -68,7 +71,8 @@ def _check_size(info: BackupInfo, cap: int | None, stage: Path | None) -> None:
         free = shutil.disk_usage(stage).free
         if total > free:
             raise MagrayError(f"not enough free space to restore: the archive unpacks to "
-                              f"{units.size(total)} and {stage.parent} has {units.size(free)} free")
+                              f"{units.size(total)} and {stage.parent} has "
+                              f"{units.size(free)} free")
 
 
 def _scan_members(members: Iterable[tuple[archive.Entry, Iterator[bytes]]],

@@ -68,6 +68,8 @@ class Repository(Protocol):
         """One consistent snapshot for the reads inside the block."""
     def write(self) -> ContextManager[Tx]:
         """A write transaction, taken up front (waiting up to busy_timeout); all or nothing."""
+    def migrate(self) -> None:
+        """Bring the schema up to date (done on open; again after a restore loaded an older one)."""
     def reloaded(self) -> None:
         """Forget what was read once and kept: a restore replaced the database."""
     def meta(self, key: str) -> str | None:
@@ -221,8 +223,8 @@ class Repository(Protocol):
     # -- redaction -----------------------------------------------------------------------
     def every_text(self, source: str, batch: int = 2000) -> Iterator[Record]:
         """Every record of a source of stored text (``SOURCES``), by id."""
-    def zero_freed_pages(self) -> None:
-        """Overwrite deleted content from now on (this connection)."""
+    def secure_delete(self, tx: Tx) -> None:
+        """From now on, zero what this connection frees (a purge leaves no deleted text)."""
     def redact(self, tx: Tx, source: str, record: Record, changes: dict,
                vector: np.ndarray | None, when: str) -> bool:
         """Rewrite a record's redacted fields; True when it joined an equal text's record."""

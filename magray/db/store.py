@@ -57,7 +57,7 @@ class Store(Reader):
         store = cls(connect(path, timeout=busy_timeout), path, busy_timeout)
         try:
             store._configure()
-            store._migrate()
+            store.migrate()
         except sqlite3.DatabaseError as exc:  # a wrong file fails on its first statement
             store.close()
             raise translate(exc, path) from None
@@ -90,7 +90,9 @@ class Store(Reader):
                     raise
                 time.sleep(0.02)
 
-    def _migrate(self) -> None:
+    def migrate(self) -> None:
+        """Apply the migrations this database lacks (on open; after a restore loaded an
+        older schema)."""
         if not migrations.pending(self.conn):
             return
         with self.write():  # serialise concurrent first opens; apply() re-checks inside
@@ -479,6 +481,13 @@ class Store(Reader):
             "SELECT key, value FROM meta WHERE key IN ('model_key', 'dim')"))
         return found.get("model_key"), int(found["dim"]) if found.get("dim") else None
 
+    # -- secure deletion ------------------------------------------------------------------
+
+    def secure_delete(self, tx: sqlite3.Connection) -> None:
+        """Inside a write transaction: from now on, pages this connection frees are zeroed,
+        not left holding the deleted text (a purge of something pasted by mistake)."""
+        tx.execute("PRAGMA secure_delete = ON")
+
     # -- the lifecycle: promote, clean -----------------------------------------------------
 
     def facts(self, layer: str, ids: Sequence[int] | None = None) -> list[Facts]:
@@ -646,10 +655,6 @@ class Store(Reader):
                                         f"ORDER BY id LIMIT ?", (last, batch)).fetchall():
             yield from (_record(row) for row in rows)
             last = rows[-1][0]
-
-    def zero_freed_pages(self) -> None:
-        """From now on, on this connection, overwrite deleted content (secure_delete)."""
-        self.conn.execute("PRAGMA secure_delete = ON")
 
     def redact(self, tx: sqlite3.Connection, source: str, record: Record, changes: dict,
                vector: np.ndarray | None, when: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 import magray.encoder as encoder_module
-import magray.memory as memory_module
+import magray.write as write_module
 from magray import NewRecord
 from magray.db import migrations
 from magray.db.store import Store
@@ -35,10 +35,10 @@ def test_index_view_notices_a_change_by_another_process(fake_memory, home):
 
 
 def test_bulk_store_sorts_by_length_but_keeps_input_order(fake_memory, monkeypatch):
-    monkeypatch.setattr(memory_module, "STORE_BATCH", 2)
+    monkeypatch.setattr(write_module, "STORE_BATCH", 2)
     fake_memory.store_texts(["already here"])
     # windows of 5 texts: WINDOW_BYTES holds 5 vectors of this dimension
-    monkeypatch.setattr(memory_module, "WINDOW_BYTES", 5 * 4 * fake_memory.dim)
+    monkeypatch.setattr(write_module, "WINDOW_BYTES", 5 * 4 * fake_memory.dim)
     texts = ["a much longer text than the others", "short", "already here", "mid sized text",
              "short", "x", "another fairly long text here", "tiny", "y", "x", "the end"]
     ticks: list[int] = []

@@ -74,7 +74,7 @@ def _notes(n: int) -> list[str]:
 
 def test_ctrl_c_during_a_bulk_store_keeps_the_first_batch_and_says_so(home):
     from magray.errors import StoreInterrupted
-    from magray.memory import STORE_BATCH
+    from magray.write import STORE_BATCH
 
     with Memory.open(home, embedder=InterruptedEmbedder(at=2)) as memory:
         with pytest.raises(StoreInterrupted) as stop:

@@ -97,7 +97,8 @@ def _check_after_crash(home: Path, acknowledged: list[int]) -> None:
         if present:
             keys, vectors = memory.db.vectors(sorted(present), memory.dim)
             exact = keys[np.argsort(-(vectors @ query))[:5]].tolist()
-            approx = [i for i, _ in memory._vector(query, ("interact",), memory_filters(), 40, {})[:5]]
+            nearest = memory.searcher.nearest(query, ("interact",), memory_filters(), 40)
+            approx = [i for i, _ in nearest[:5]]
             assert approx == exact
     leftovers = [p for p in (home / "data").rglob("*tmp-*")]
     assert leftovers == []
@@ -252,7 +253,7 @@ def test_fault_during_restore_swap(home, monkeypatch, fault):
         assert texts == (current if fault == "before the database load" else archived)
         query = memory.embedder.embed_query("archived note 7")
         for layer in ("interact", "insights"):
-            hits = memory._vector(query, (layer,), memory_filters(), 5, {})
+            hits = memory.searcher.nearest(query, (layer,), memory_filters(), 5)
             keys, vectors = memory.db.vectors(memory.db.filtered_ids((layer,), memory_filters()),
                                               memory.dim)
             exact = keys[np.argsort(-(vectors @ query))[:5]].tolist()
