@@ -125,7 +125,7 @@ def test_reembedding_stages_then_switches(store):
 def test_redaction_rewrites_or_joins(store):
     ids = stored(store, NewRecord("token sk-123 here", tags=("x",)), NewRecord("token here"))
     with store.write() as tx:
-        store.zero_freed_pages()
+        store.secure_delete(tx)
         first = store.records([ids[0]])[ids[0]]
         assert store.redact(tx, "records", first, {"text": "token here"}, vec(5), NEW)
     assert store.records([ids[0]]) == {}

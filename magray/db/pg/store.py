@@ -63,13 +63,17 @@ class PostgresStore(Upkeep):
         """Connect (creating the schema on a new database, migrating an old one)."""
         store = cls(target, busy_timeout)
         try:
-            with store._guard():
-                schema.migrate(store.conn, uuid.uuid4().hex)
-                register_vector(store.conn)
+            store.migrate()
         except BaseException:
             store.close()
             raise
         return store
+
+    def migrate(self) -> None:
+        """Apply the migrations this database lacks (on open; after a restore)."""
+        with self._guard():
+            schema.migrate(self.conn, uuid.uuid4().hex)
+            register_vector(self.conn)
 
     @classmethod
     def open_readonly(cls, target: Postgres, *, busy_timeout: float = 60.0

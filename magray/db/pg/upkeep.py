@@ -218,9 +218,10 @@ class Upkeep:
             yield from (self._to_record(row) for row in rows)
             last = rows[-1][0]
 
-    def zero_freed_pages(self) -> None:
-        """Nothing to switch on: PostgreSQL has no secure_delete; ``scrub`` rewrites the
-        tables instead."""
+    def secure_delete(self, tx: "psycopg.Connection") -> None:
+        """Nothing to switch on: PostgreSQL has no secure_delete. A deleted row's bytes stay
+        in the table's pages until VACUUM reuses them; ``scrub`` (VACUUM FULL) rewrites the
+        tables without them."""
 
     def redact(self, tx: "psycopg.Connection", source: str, record: Record, changes: dict,
                vector: np.ndarray | None, when: str) -> bool:
