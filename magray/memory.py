@@ -25,6 +25,7 @@ from .index import Indexes, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import LAYERS, Filters, Hit, NewRecord, Record, Stored, Trashed
 from .search import Searcher
+from .db.pg import open_repository
 from .db.store import Store
 from .trash import Trash
 from .write import Writer
@@ -79,7 +80,8 @@ class Memory:
                 remove_leftovers(where.data)
             except OSError:  # a read-only home: they wait for a command that can write
                 pass
-        store = Store.open(where.database, busy_timeout=settings.busy_timeout)
+        store = open_repository(settings.database, where.database,
+                                busy_timeout=settings.busy_timeout)
         return cls(where, settings, store, embedder, warn, note)
 
     def close(self) -> None:
