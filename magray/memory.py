@@ -186,9 +186,10 @@ class Memory:
         ``explain`` keeps every scored decision in the report, not only the promoted ones."""
         from . import lifecycle
 
-        return lifecycle.promote(self.db, self.indexes, self.settings, layers=layers,
-                                 threshold=threshold, ids=ids, dry_run=dry_run, explain=explain,
-                                 warn=self.warn)
+        with self.db.lifecycle_lock():  # another machine's run waits (PostgreSQL)
+            return lifecycle.promote(self.db, self.indexes, self.settings, layers=layers,
+                                     threshold=threshold, ids=ids, dry_run=dry_run,
+                                     explain=explain, warn=self.warn)
 
     def clean(self, *, dry_run: bool = False, promote: bool | None = None
               ) -> "lifecycle.CleanReport":
@@ -197,8 +198,9 @@ class Memory:
         setting clean_promotes)."""
         from . import lifecycle
 
-        return lifecycle.clean(self.db, self.indexes, self.settings, self.empty_trash,
-                               dry_run=dry_run, promote_first=promote)
+        with self.db.lifecycle_lock():  # another machine's run waits (PostgreSQL)
+            return lifecycle.clean(self.db, self.indexes, self.settings, self.empty_trash,
+                                   dry_run=dry_run, promote_first=promote)
 
     def ingest(self, paths: Sequence[str | Path], **options) -> "IngestReport":
         """Store the text files under ``paths`` (Markdown split at its headings) and keep

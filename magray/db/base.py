@@ -261,3 +261,9 @@ class Repository(Protocol):
         """Forget that a file held these records (all when None)."""
     def still_sourced(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that some file still holds."""
+
+    # -- issue 18, item 6: lifecycle runs take turns -------------------------------------
+    def lifecycle_lock(self) -> ContextManager[None]:
+        """Held for a whole clean or promote: another client's run waits its turn (up to
+        busy_timeout, then BusyError). SQLite needs none: its runs serialise on the write
+        lock and every removal re-checks its record."""

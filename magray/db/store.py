@@ -831,6 +831,13 @@ class Store(Reader):
                 f"WHERE record_id IN ({_marks(chunk)})", chunk))
         return found
 
+    # -- issue 18, item 6 ------------------------------------------------------------------
+
+    @contextmanager
+    def lifecycle_lock(self) -> Iterator[None]:
+        """Nothing to take on SQLite (see ``Repository.lifecycle_lock``)."""
+        yield
+
 
 # Words too common to say anything about a note; dropped from keyword queries unless the
 # query holds nothing else.
