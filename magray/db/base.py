@@ -267,3 +267,9 @@ class Repository(Protocol):
         """Held for a whole clean or promote: another client's run waits its turn (up to
         busy_timeout, then BusyError). SQLite needs none: its runs serialise on the write
         lock and every removal re-checks its record."""
+
+    # -- issue 18, item 8: a batch stored at once -----------------------------------------
+    def insert_many(self, tx: Tx, items: Sequence[tuple[NewRecord, np.ndarray | None]],
+                    when: str) -> list[tuple[int, bool]]:
+        """``insert`` for each (item, vector), in order: (id, duplicate) each. PostgreSQL
+        sends the new records with one COPY."""

@@ -831,6 +831,14 @@ class Store(Reader):
                 f"WHERE record_id IN ({_marks(chunk)})", chunk))
         return found
 
+    # -- issue 18, item 8 ------------------------------------------------------------------
+
+    def insert_many(self, tx: sqlite3.Connection,
+                    items: Sequence[tuple[NewRecord, np.ndarray | None]], when: str
+                    ) -> list[tuple[int, bool]]:
+        """``insert`` for each (item, vector), in order (one statement each on SQLite)."""
+        return [self.insert(tx, item, vector, when) for item, vector in items]
+
     # -- issue 18, item 6 ------------------------------------------------------------------
 
     @contextmanager
