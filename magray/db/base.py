@@ -273,3 +273,8 @@ class Repository(Protocol):
                     when: str) -> list[tuple[int, bool]]:
         """``insert`` for each (item, vector), in order: (id, duplicate) each. PostgreSQL
         sends the new records with one COPY."""
+
+    # -- issue 18, item 3: what the database takes ----------------------------------------
+    def database_bytes(self) -> int:
+        """What the database takes: the SQLite file and its write-ahead log, or the
+        PostgreSQL database's size on its server (``optimize`` reports before and after)."""

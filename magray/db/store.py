@@ -831,6 +831,18 @@ class Store(Reader):
                 f"WHERE record_id IN ({_marks(chunk)})", chunk))
         return found
 
+    # -- issue 18, item 3 ------------------------------------------------------------------
+
+    def database_bytes(self) -> int:
+        """The database file and its write-ahead log, in bytes."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+            except OSError:  # no WAL right after a checkpoint, or no file yet
+                pass
+        return total
+
     # -- issue 18, item 8 ------------------------------------------------------------------
 
     def insert_many(self, tx: sqlite3.Connection,
