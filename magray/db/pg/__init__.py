@@ -1,0 +1,35 @@
+"""The PostgreSQL engine (issue 18): the same memory on PostgreSQL + pgvector.
+
+``target`` reads the ``database`` setting (no database library imported); ``PostgresStore``
+(in ``store``, which imports psycopg) implements ``magray.db.base.Repository``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .target import Postgres, parse_database
+
+__all__ = ["Postgres", "open_repository", "parse_database"]
+
+
+def open_repository(database: str | None, default: Path, *, busy_timeout: float = 60.0
+                    ) -> Any:
+    """The repository the ``database`` setting names: the SQLite store at ``default`` when
+    unset, at a path when one is given, or a PostgresStore for a ``postgresql://`` URL
+    (psycopg is imported only then). What ``Memory.open`` is to call once the setting
+    exists (issue 18's wiring)."""
+    target = parse_database(database, home=default.parent)
+    if isinstance(target, Postgres):
+        from ...errors import MagrayError
+
+        try:
+            from .store import PostgresStore
+        except ImportError:
+            raise MagrayError("the database setting names a PostgreSQL server, but psycopg "
+                              "is not installed: pip install 'magray[postgres]'") from None
+        return PostgresStore.open(target, busy_timeout=busy_timeout)
+    from ..store import Store
+
+    return Store.open(target or default, busy_timeout=busy_timeout)

