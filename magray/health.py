@@ -544,30 +544,53 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 _HEADER_MAGIC = b"usearch"
+_HEADER_MAJOR = 2  # the file format of every usearch 2.x (pyproject caps usearch below 3)
 
 
 def read_index_header(path: Path) -> tuple[int, int] | None:
-    """(vectors, dimensions) from a usearch file's header, reading a few dozen bytes; None
-    when the file has no readable header. The file starts with the vector matrix (rows and
-    row bytes as 32- or 64-bit integers, then the data), followed by the dense-index head:
-    magic, version, four kind bytes, then present count, deleted count and dimensions."""
+    """(vectors, dimensions) from a usearch file's header; None when the file has no readable
+    header. A usearch 2 file is read here, a few dozen bytes, because importing usearch (and
+    numpy) would cost status about a tenth of a second; a file of another format version
+    goes to usearch's own ``Index.metadata``. Tests pin this reader to that one on real
+    files. The file starts with the vector matrix (rows and row bytes as 32- or 64-bit
+    integers, then the data), followed by the dense-index head: magic, version (major,
+    minor, patch), four kind bytes, then present count, deleted count and dimensions."""
     try:
         with open(path, "rb") as handle:
-            prefix = handle.read(16)
-            offsets = [0]
-            for width, fmt in ((4, "<II"), (8, "<QQ")):
-                if len(prefix) >= 2 * width:
-                    rows, row_bytes = struct.unpack_from(fmt, prefix)
-                    offsets.append(2 * width + rows * row_bytes)
-            for offset in offsets:
-                handle.seek(offset)
-                head = handle.read(41)
-                if len(head) == 41 and head.startswith(_HEADER_MAGIC):
-                    present, _deleted, dims = struct.unpack_from("<QQQ", head, 17)
-                    return present, dims
+            head = _find_head(handle)
     except (OSError, OverflowError, ValueError):
         return None
+    if head is None:
+        return None
+    if struct.unpack_from("<H", head, len(_HEADER_MAGIC))[0] != _HEADER_MAJOR:
+        return _header_by_usearch(path)
+    present, _deleted, dims = struct.unpack_from("<QQQ", head, 17)
+    return present, dims
+
+
+def _find_head(handle) -> bytes | None:
+    prefix = handle.read(16)
+    offsets = [0]
+    for width, fmt in ((4, "<II"), (8, "<QQ")):
+        if len(prefix) >= 2 * width:
+            rows, row_bytes = struct.unpack_from(fmt, prefix)
+            offsets.append(2 * width + rows * row_bytes)
+    for offset in offsets:
+        handle.seek(offset)
+        head = handle.read(41)
+        if len(head) == 41 and head.startswith(_HEADER_MAGIC):
+            return head
     return None
+
+
+def _header_by_usearch(path: Path) -> tuple[int, int] | None:
+    from .index import usearch_index
+
+    try:
+        meta = usearch_index().metadata(str(path))
+    except (RuntimeError, ValueError):  # what usearch raises for a file it cannot read
+        return None
+    return (int(meta["count_present"]), int(meta["dimensions"])) if meta else None
 
 
 def _size(path: Path) -> int:

@@ -19,6 +19,8 @@ import json
 import os
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Literal
@@ -83,21 +85,33 @@ def usearch_index() -> type["Index"]:
             import onnxruntime  # noqa: F401
         # usearch imports urllib.request (with http.client, email, ssl: ~30 ms of a cold
         # search) for a binary downloader magray never calls.
-        _defer("urllib.request")
+        with _deferred("urllib.request"):
+            import usearch.index  # noqa: F401
     from usearch.index import Index
 
     return Index
 
 
-def _defer(name: str) -> None:
-    """Put a stand-in for module ``name`` in place that imports the real one on first use.
-    (importlib's LazyLoader does not help: the ``import`` statement itself reads the
-    module's ``__spec__``, which loads it.)"""
-    if name not in sys.modules:
-        stand_in = _Deferred(name)
-        sys.modules[name] = stand_in
-        parent, _, child = name.rpartition(".")
-        setattr(sys.modules[parent], child, stand_in)
+@contextmanager
+def _deferred(name: str) -> Iterator[None]:
+    """While the block runs, ``import <name>`` gets a stand-in that imports the real module
+    on first use. Afterwards sys.modules holds the real module or nothing (so find_spec and
+    a later import behave as ever), and the stand-in stays only as the parent package's
+    attribute, until the real module is imported. (importlib's LazyLoader does not help:
+    the ``import`` statement itself reads the module's ``__spec__``, which loads it.)"""
+    if name in sys.modules:
+        yield
+        return
+    parent, _, child = name.rpartition(".")
+    package = importlib.import_module(parent)
+    stand_in = _Deferred(name)
+    sys.modules[name] = stand_in
+    setattr(package, child, stand_in)
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
 
 
 class _Deferred(types.ModuleType):

@@ -49,18 +49,17 @@ class Memory:
         self.db = store
         self.warn = warn or (lambda message: None)
         self.note = note  # what is happening during a long wait (making the ONNX copy)
-        # Through self: a caller (a test) may replace warn or note on the Memory later.
-        self.encoder = Encoder(store, settings, where, embedder,
-                               warn=lambda message: self.warn(message),
-                               note=lambda message: self.note and self.note(message))
+
+        def warn_now(message: str) -> None:  # a caller may replace warn on an open Memory
+            self.warn(message)
+
+        self.encoder = Encoder(store, settings, where, embedder, warn=warn_now, note=note)
         self.indexes = Indexes(store, settings, where, dim=lambda: self.encoder.dim)
         self.searcher = Searcher(store, self.encoder, self.indexes, settings)
-        self.writer = Writer(store, self.encoder, self.indexes, settings,
-                             warn=lambda message: self.warn(message),
+        self.writer = Writer(store, self.encoder, self.indexes, settings, warn_now,
                              near_duplicates=self._near_duplicates,
                              upgrade_passages=self._upgrade_passages)
-        self.trash_can = Trash(store, self.encoder, self.indexes,
-                               warn=lambda message: self.warn(message), scrub=self._scrub)
+        self.trash_can = Trash(store, self.encoder, self.indexes, warn_now, scrub=self._scrub)
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -147,9 +146,6 @@ class Memory:
     def _vectors(self, texts: Sequence[str], role: str) -> np.ndarray:
         """Embeddings through the persistent cache."""
         return self.encoder.vectors(texts, role)
-
-    def _record_model(self, conn, dim: int, key: str | None) -> None:
-        self.encoder.record_model(conn, dim, key)
 
     # -- storing and importing (magray/write.py) ----------------------------------------
 

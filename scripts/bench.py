@@ -188,7 +188,7 @@ def synthetic(n: int, seed: int, start: int = 0) -> np.ndarray:
 def onnx_copy(cache: Path) -> Path:
     """The ONNX export in a magray cache (MAGRAY_CACHE) every bench home shares (made once,
     with torch)."""
-    from magray.onnx_export import export_dir
+    from magray.embedding.export import export_dir
 
     os.environ["MAGRAY_CACHE"] = ENV["MAGRAY_CACHE"] = str(cache / "magray-cache")
     home = cache / "onnx-home"
@@ -427,8 +427,8 @@ def bench_bulk(args, cache: Path) -> None:
 
 def _recall_cost(args, cache: Path, onnx_dir: Path, t: str) -> None:
     from magray.embedding import SentenceTransformerEmbedder, default_model_roots
-    from magray.onnx_embedder import OnnxEmbedder
-    from magray.onnx_export import read_manifest
+    from magray.embedding.onnx import OnnxEmbedder
+    from magray.embedding.export import read_manifest
 
     pairs = retrieval_pairs(cache, args.pairs)
     queries, documents = [q for q, _ in pairs], [d for _, d in pairs]

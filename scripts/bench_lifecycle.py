@@ -4,39 +4,29 @@ take on a layer of N records? Sizes of the index before and after compaction.
 
     python scripts/bench_lifecycle.py [N]      # default 10000
 
-Uses random 384-dimensional unit vectors (the model's speed is not what is measured) in
-throw-away MAGRAY_HOMEs.
+Uses the tests' fake embedder (tests/fakes.py: deterministic 384-dimensional bag-of-words
+vectors; the model's speed is not what is measured) in throw-away MAGRAY_HOMEs.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import replace
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from magray import Memory, NewRecord, config
-from magray.embedding import Embedder
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fakes import FakeEmbedder  # noqa: E402
+from magray import Memory, NewRecord, config  # noqa: E402
 
 WORDS = ["deploy", "cache", "login", "invoice", "backup", "printer", "kafka", "vpn", "bug",
          "security", "docs", "lunch", "query", "index", "router", "token", "budget", "team"]
-
-
-class RandomEmbedder(Embedder):
-    """A fixed random unit vector per text: instant, and no two texts near-identical."""
-
-    name = "random-384"
-    dim = 384
-
-    def embed_documents(self, texts):
-        rows = [np.random.default_rng(int.from_bytes(hashlib.md5(t.encode()).digest()[:8],
-                                                     "little")).standard_normal(self.dim)
-                for t in texts]
-        matrix = np.asarray(rows, dtype=np.float32)
-        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
 def timed(label: str, action):
@@ -52,11 +42,11 @@ def main() -> None:
     items = [NewRecord(text=" ".join(rng.choice(WORDS, 8)) + f" note {i}") for i in range(n)]
     print(f"{n} records in interact")
     with tempfile.TemporaryDirectory() as home, \
-            Memory.open(home, embedder=RandomEmbedder()) as memory:
+            Memory.open(home, embedder=FakeEmbedder(384)) as memory:
         timed("store (near-duplicates looked up)", lambda: memory.store(items))
     settings = config.defaults().replace(capacity_interact=n // 2)
     with tempfile.TemporaryDirectory() as home, \
-            Memory.open(home, settings=settings, embedder=RandomEmbedder()) as memory:
+            Memory.open(home, settings=settings, embedder=FakeEmbedder(384)) as memory:
         memory.store(items)
         with memory.db.write() as tx:
             for record in memory.list_records(limit=None):

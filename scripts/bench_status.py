@@ -4,16 +4,16 @@
     python scripts/bench_status.py [--records 100000] [--home DIR] [--runs 5]
 
 The memory is built through the library (``Memory.store``: database, embedding cache,
-indexes and operation log, exactly as `magray store` writes them) with synthetic
-384-dimensional vectors, so no model is loaded. Each command then runs ``--runs`` times in
-a fresh interpreter; the median wall time is printed beside ``python -c pass`` measured
-in the same run, which is the floor any Python command pays.
+indexes and operation log, exactly as `magray store` writes them) with the tests' fake
+embedder (tests/fakes.py: 384-dimensional bag-of-words vectors), so no model is loaded.
+Each command then runs ``--runs`` times in a fresh interpreter; the median wall time is
+printed beside ``python -c pass`` measured in the same run, which is the floor any Python
+command pays.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import subprocess
@@ -22,36 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
+from fakes import FakeEmbedder  # noqa: E402
 from magray import Memory, NewRecord  # noqa: E402
-from magray.embedding import Embedder  # noqa: E402
 
 LAYER_SHARE = (("interact", 0.08), ("insights", 0.30), ("assets", 0.62))
 
 
-class SyntheticEmbedder(Embedder):
-    """Unit vectors seeded by each text's hash: fast, deterministic, 384 dimensions."""
-
-    name = "synthetic-384"
-
-    @property
-    def dim(self) -> int:
-        return 384
-
-    def embed_documents(self, texts):
-        rows = [np.random.default_rng(int.from_bytes(hashlib.md5(t.encode()).digest()[:8],
-                                                     "little")).standard_normal(384)
-                for t in texts]
-        matrix = np.asarray(rows, dtype=np.float32)
-        return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
 def build(home: Path, records: int) -> None:
-    with Memory.open(home, embedder=SyntheticEmbedder()) as memory:
+    with Memory.open(home, embedder=FakeEmbedder(384)) as memory:
         for layer, share in LAYER_SHARE:
             count = int(records * share)
             items = [NewRecord(text=f"{layer} note {n}: synthetic text for the status benchmark",
@@ -85,7 +67,7 @@ def main() -> None:
     if not (home / "data" / "magray.db").exists():
         build(home, args.records)
     env = {**os.environ, "MAGRAY_HOME": str(home), "PYTHONPATH": str(ROOT),
-           "MAGRAY_MODEL": SyntheticEmbedder.name}
+           "MAGRAY_MODEL": FakeEmbedder().name}
     py = sys.executable
     print(f"home: {home}")
     for label, argv in (("python -c pass", [py, "-c", "pass"]),

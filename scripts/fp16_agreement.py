@@ -25,7 +25,7 @@ def main() -> None:
 
     from corpus import FILLER, IDENTIFIED, NOTES
     from magray.embedding import normalise, resolve_model
-    from magray.onnx_export import PROBES
+    from magray.embedding.export import PROBES
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     source = resolve_model("all-MiniLM-L6-v2", [])

@@ -96,7 +96,7 @@ class FakeModel:
 
 
 class FakeRuntime:
-    """embedding.Runtime for a host with a (fake) CUDA GPU: the seam tests inject."""
+    """magray.embedding.Runtime for a host with a (fake) CUDA GPU: the seam tests inject."""
 
     def __init__(self, cpu_model, *, cuda=None, load_error=None, fail_with=None,
                  max_batch=None, fp16_noise=0.0, gpu=True):

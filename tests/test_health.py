@@ -530,6 +530,46 @@ def test_index_header_is_read_from_a_real_usearch_file(tmp_path):
     assert health.read_index_header(tmp_path / "absent.usearch") is None
 
 
+@pytest.mark.parametrize("dtype, ndim, count, multi, removed", [
+    ("f32", 384, 300, True, 0), ("f16", 384, 1, True, 0), ("i8", 64, 50, False, 10),
+    ("f32", 1, 2, False, 0), ("f16", 1024, 0, True, 0), ("b1", 128, 20, False, 0),
+])
+def test_index_header_reader_agrees_with_usearch(tmp_path, dtype, ndim, count, multi, removed):
+    """The hand reader and usearch's public Index.metadata say the same of the installed
+    usearch's files: a usearch release that changes its header fails here, loudly."""
+    from usearch.index import Index
+
+    index = Index(ndim=ndim, metric="hamming" if dtype == "b1" else "ip", dtype=dtype,
+                  multi=multi)
+    if count:
+        rows = np.random.default_rng(2).random((count, ndim), dtype=np.float32)
+        index.add(np.arange(count), np.packbits(rows > 0.5, axis=1) if dtype == "b1" else rows)
+    for key in range(removed):
+        index.remove(key)
+    path = tmp_path / "layer.usearch"
+    index.save(str(path))
+    meta = Index.metadata(str(path))
+    assert meta["version"].split(".")[0] == str(health._HEADER_MAJOR)
+    assert health.read_index_header(path) == (meta["count_present"], meta["dimensions"])
+
+
+def test_an_index_of_another_format_version_is_read_by_usearch(tmp_path, monkeypatch):
+    from usearch.index import Index
+
+    index = Index(ndim=8, metric="ip")
+    index.add(np.arange(3), np.ones((3, 8), dtype=np.float32))
+    path = tmp_path / "next.usearch"
+    index.save(str(path))
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"usearch") + len(b"usearch")
+    raw[at:at + 2] = (health._HEADER_MAJOR + 1).to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+    asked = []
+    monkeypatch.setattr(Index, "metadata", staticmethod(
+        lambda where: asked.append(where) or {"count_present": 3, "dimensions": 8}))
+    assert health.read_index_header(path) == (3, 8) and asked == [str(path)]
+
+
 # -- start-up: no torch, no model -------------------------------------------------------
 
 

@@ -9,18 +9,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "magray"
 
-# Edges of cycles that other branches of issue 17 are removing, each with its owner; the
-# coordinator empties this set once they are merged (an entry whose import is gone fails
-# the test, so none lingers). No edge from the composition root or the services it was
-# split into (OWN) may ever be excused here.
-KNOWN: set[tuple[str, str]] = {
-    # r17-embed: embedding/ with a leaf protocol, the backends as siblings under a router
-    ("magray.onnx_embedder", "magray.embedding"),
-    ("magray.onnx_export", "magray.embedding"),
-}
-OWN = {"magray.memory", "magray.encoder", "magray.index", "magray.search", "magray.write",
-       "magray.trash"}
-
 
 def module_names(package: Path) -> dict[str, Path]:
     """Every module of the package by dotted name (a package by its __init__)."""
@@ -144,13 +132,8 @@ def _cycle_in(group: list[str], edges: dict[str, set[str]]) -> list[str]:
 
 def test_no_import_cycles_among_magray_modules():
     edges = graph()
-    for source, target in KNOWN:  # a stale entry must go, not linger unnoticed
-        assert source not in OWN, f"{source} -> {target} may not be excused"
-        assert target in edges.get(source, ()), f"KNOWN lists {source} -> {target}: gone"
-    remaining = {source: targets - {t for s, t in KNOWN if s == source}
-                 for source, targets in edges.items()}
-    found = cycles(remaining)
-    assert not found, "import cycles:\n" + "\n".join(_describe(c, remaining) for c in found)
+    found = cycles(edges)
+    assert not found, "import cycles:\n" + "\n".join(_describe(c, edges) for c in found)
 
 
 def _describe(cycle: list[str], edges: dict[str, set[str]]) -> str:

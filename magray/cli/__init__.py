@@ -6,7 +6,6 @@ from the library become one ``error: ...`` line on stderr and the documented exi
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from pathlib import Path
@@ -95,22 +94,13 @@ def _not_unicode(args: list[str]) -> str | None:
 
 
 def _app_for(argv: list[str]) -> typer.Typer:
-    """The app with only the command that ``argv`` names, when it names one: Typer builds
-    every command's parameters on start-up (~20 ms for all of magray's), and a command
-    run needs just its own. Anything else (no command, a misspelt one, completion) gets
-    the whole app, so help and suggestions are unchanged."""
+    """The app with only the command that ``argv`` names, when it names one (see
+    ``MagrayTyper.only``). Anything else (no command, a misspelt one, completion) gets the
+    whole app, so help and suggestions are unchanged."""
     name = _command_name(argv)
     if name is None or os.environ.get("_MAGRAY_COMPLETE"):
         return app
-    commands = [c for c in app.registered_commands
-                if (c.name or typer.main.get_command_name(c.callback.__name__)) == name]
-    groups = [g for g in app.registered_groups
-              if (g.name or g.typer_instance.info.name) == name]
-    if not commands and not groups:
-        return app
-    trimmed = copy.copy(app)
-    trimmed.registered_commands, trimmed.registered_groups = commands, groups
-    return trimmed
+    return app.only(name) or app
 
 
 def _command_name(argv: list[str]) -> str | None:

@@ -5,6 +5,12 @@ pydantic and building the adapters costs about a tenth of a second of every comm
 start, a fifth of the budget of a cold search. magray's options are plain ``str``, ``int``,
 ``float`` and ``Path`` values (or lists of them), which need nothing of the sort. Any other
 parameter, and any typer without this hook, keeps typer's own coercion.
+
+Typer offers no public way to do this (even ``parser=`` goes through pydantic), so this
+module sets typer's private ``_runtime_param`` to a subclass of its private
+``typer._coercion.RuntimeParam``. pyproject.toml caps typer below its next minor release
+for that, and tests/guarantees/test_fast_paths.py fails loudly when a typer release moves
+either (a command run would import pydantic again): check the hook before lifting the cap.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ config_app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(config_app)
+app.add_typer(config_app, name="config")
 
 
 def _complete_name(incomplete: str) -> list[str]:

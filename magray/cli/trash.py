@@ -23,7 +23,7 @@ trash_app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(trash_app)
+app.add_typer(trash_app, name="trash")
 
 Ids = Annotated[List[str], typer.Argument(
     metavar="ID", help="Ids of trashed records; '-' reads ids from stdin.", show_default=False)]

@@ -13,13 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .embedding import Embedder, normalise, usable_cores
+from .base import Embedder, normalise, usable_cores
 
 TOKENS_PER_TEXT = 48  # padded tokens a batch may hold, per text of the batch size
 
 
 class OnnxEmbedder(Embedder):
-    """An exported model (see ``onnx_export``): documents and queries in, vectors out."""
+    """An exported model (see ``export``): documents and queries in, vectors out."""
 
     def __init__(self, directory: Path, manifest: dict, *, name: str, truncate_dim: int = 0,
                  threads: int = 0, batch_size: int = 64, model_file: Path | None = None,

@@ -34,8 +34,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import files
-from .locks import locked
+from .. import files
+from ..locks import locked
 
 FORMAT = 2
 MIN_AGREEMENT = 0.999  # cosine between the ONNX and torch vectors of every probe text
@@ -99,11 +99,11 @@ def export(directory: Path, *, source: str, name: str, int8: bool = False,
     """
     job = {"directory": str(directory), "source": source, "name": name, "int8": int8,
            "truncate_dim": truncate_dim, "allow_download": allow_download}
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     try:
-        done = subprocess.run([sys.executable, "-m", "magray.onnx_export", json.dumps(job)],
+        done = subprocess.run([sys.executable, "-m", "magray.embedding.export", json.dumps(job)],
                               env=env, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -349,8 +349,8 @@ def _agreement(model: Any, out: Path, manifest: dict) -> tuple[int, float]:
 
     A model loaded with Matryoshka truncation is compared on its leading dimensions: that
     is all truncation keeps, and magray truncates the ONNX vectors the same way."""
-    from .embedding import normalise
-    from .onnx_embedder import OnnxEmbedder
+    from .base import normalise
+    from .onnx import OnnxEmbedder
 
     onnx = OnnxEmbedder(out, manifest, name="probe")
     lowest, dim = 1.0, 0
@@ -368,7 +368,7 @@ def _agreement(model: Any, out: Path, manifest: dict) -> tuple[int, float]:
 
 
 def _int8_agreement(directory: Path, int8_model: Path) -> float:
-    from .onnx_embedder import OnnxEmbedder
+    from .onnx import OnnxEmbedder
 
     manifest = read_manifest(directory) or {}
     full = OnnxEmbedder(directory, manifest, name="probe")
