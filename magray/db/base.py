@@ -22,6 +22,7 @@ from typing import (TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Prot
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..index import EngineIndex, IndexSpec
     from ..layers import Facts
     from ..records import Filters, NewRecord, Passage, Record, Source, Trashed
 
@@ -261,3 +262,9 @@ class Repository(Protocol):
         """Forget that a file held these records (all when None)."""
     def still_sourced(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that some file still holds."""
+
+    # -- issue 18, item 2: an engine's own vector index ------------------------------------
+    def layer_index(self, layer: str, spec: "IndexSpec", *, ef_search: int
+                    ) -> "EngineIndex | None":
+        """The engine's own index of a layer's vectors (pgvector's HNSW on PostgreSQL), or
+        None when it keeps none and magray keeps a usearch file per layer (SQLite)."""
