@@ -22,7 +22,6 @@ from typing import (TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Prot
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..index import EngineIndex, IndexSpec
     from ..layers import Facts
     from ..records import Filters, NewRecord, Passage, Record, Source, Trashed
 
@@ -264,7 +263,8 @@ class Repository(Protocol):
         """Those of ``ids`` that some file still holds."""
 
     # -- issue 18, item 2: an engine's own vector index ------------------------------------
-    def layer_index(self, layer: str, spec: "IndexSpec", *, ef_search: int
-                    ) -> "EngineIndex | None":
-        """The engine's own index of a layer's vectors (pgvector's HNSW on PostgreSQL), or
-        None when it keeps none and magray keeps a usearch file per layer (SQLite)."""
+    def layer_index(self, layer: str, spec: Any, *, ef_search: int) -> Any:
+        """The engine's own index of a layer's vectors (pgvector's HNSW on PostgreSQL: an
+        ``index.EngineIndex`` made for an ``index.IndexSpec``), or None when it keeps none
+        and magray keeps a usearch file per layer (SQLite). (Typed Any: magray.index
+        imports the db package, so naming its classes here would make a cycle.)"""

@@ -22,12 +22,11 @@ SQLITE_SQL = {
     "test_clean_promotes_first_so_valuable_notes_outlive_their_ttl",
     "test_reembed_after_a_model_change_resumes_after_a_kill",
 }
-# ... or optimize measures the database as a file (maintenance.database_bytes reads
-# memory.db.path): a gap in the boundary, PostgresStore.database_bytes() is ready for it.
-DATABASE_AS_A_FILE = {
-    "test_lifecycle_commands_never_load_the_model",
+# ... or they handle the usearch file itself, which PostgreSQL does not have (its vectors
+# are searched through pgvector: tests/pg/test_engine_index.py tests optimize's REINDEX).
+USEARCH_FILE = {
     "test_optimize_compacts_the_index_after_deletions",
     "test_optimize_prunes_orphans_and_repairs_full_text",
 }
-for _name in SQLITE_SQL | DATABASE_AS_A_FILE:
+for _name in SQLITE_SQL | USEARCH_FILE:
     del globals()[_name]

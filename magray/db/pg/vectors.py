@@ -19,7 +19,7 @@ filters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +27,6 @@ from ...index import EngineIndex, IndexSpec, PRUNE_EVERY, SyncReport
 from ...records import LAYERS, Filters
 from . import query
 from .connection import Vector
-
-if TYPE_CHECKING:
-    from .store import PostgresStore
 
 PASSAGES_INDEX = "passages_hnsw"
 
@@ -172,7 +169,8 @@ def _text(vector: np.ndarray) -> str:
 class PgLayerIndex(EngineIndex):
     """A layer's HNSW index on the PostgreSQL server, as the services use an index."""
 
-    def __init__(self, store: "PostgresStore", layer: str, spec: IndexSpec, ef_search: int):
+    def __init__(self, store: Any, layer: str, spec: IndexSpec, ef_search: int):
+        # store: the PostgresStore this module is part of (not imported: a cycle)
         self.store = store
         self.layer = layer
         self.spec = spec
