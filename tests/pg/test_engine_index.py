@@ -165,3 +165,38 @@ def test_neighbour_counts_agree_with_an_exact_count(sparse):
     counts = neighbour_counts(store, sparse.indexes, "assets", keys.tolist(), similarity)
     assert set(counts) == set(exact) and sum(exact.values()) > 0
     assert sum(counts[k] == n for k, n in exact.items()) >= 0.9 * len(exact)
+
+
+def test_near_duplicates_and_promotion_agree_with_the_sqlite_engine(tmp_path, pg_target):
+    """The same texts in a SQLite memory (usearch files) and a PostgreSQL one (pgvector):
+    the same near-duplicates at store time and for review, the same neighbour counts (a
+    feature of the promotion score) and the same promotion outcomes."""
+    from test_dedupe import NOTE, SAME_WORDS
+
+    texts = [f"note {i} on {FILLER[i % len(FILLER)]}" for i in range(80)] + [NOTE]
+    later = [SAME_WORDS, texts[5], "something new about lunch"]
+
+    def observe(memory) -> tuple:
+        memory.store_texts(texts)
+        stored = memory.store_texts(later)
+        text = {r.id: r.text for r in memory.list_records(limit=None)}
+        near = [(text.get(s.near), s.duplicate, round(s.similarity or 0, 4)) for s in stored]
+        clusters = sorted(tuple(sorted(r.text for r in c.records))
+                          for c in memory.duplicates(similarity=0.9))
+        from magray.lifecycle import neighbour_counts
+
+        counts = neighbour_counts(memory.db, memory.indexes, "assets", sorted(text),
+                                  memory.settings.neighbour_similarity)
+        neighbours = sorted((text[i], n) for i, n in counts.items())
+        decisions = memory.promote(dry_run=True, explain=True).decisions
+        outcomes = sorted((d.text, d.outcome) for d in decisions)
+        return near, clusters, neighbours, outcomes
+
+    embedder = FakeEmbedder(dim=64)
+    with Memory.open(tmp_path / "sqlite", settings=config.defaults(), embedder=embedder) as m:
+        on_sqlite = observe(m)
+    with open_memory(tmp_path / "pg", pg_target) as m:
+        on_postgres = observe(m)
+    assert on_sqlite[0][0][0] == NOTE and on_sqlite[0][1][1]  # a near twin; a repeat
+    assert on_sqlite[1] and any(n for _, n in on_sqlite[2])
+    assert on_postgres == on_sqlite
