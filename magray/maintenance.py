@@ -137,11 +137,7 @@ def _remove_temp_files(store: "Repository", indexes: "Indexes") -> int:
 
 
 def database_bytes(store: "Repository") -> int:
-    measure = getattr(store, "database_bytes", None)  # a server measures itself (PostgreSQL)
-    if measure is not None:
-        return measure()
-    path = store.path
-    return sum(_size(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
+    return store.database_bytes()
 
 
 def _size(path) -> int:
