@@ -88,6 +88,16 @@ class VectorIndexes:
             self.set_meta(conn, "passages_index", wanted)
         return True
 
+    def drop_vector_indexes(self, tx: Any) -> None:
+        """Inside a write transaction: drop the HNSW indexes (vectors of another model,
+        perhaps of another dimension, which the indexed expression would refuse, are about
+        to replace the stored ones); the next ``sync`` builds them anew."""
+        for layer in LAYERS:
+            self._run(f"DROP INDEX IF EXISTS {query.index_name(layer)}", conn=tx)
+        self._run(f"DROP INDEX IF EXISTS {PASSAGES_INDEX}", conn=tx)
+        self._run("DELETE FROM meta WHERE key IN ('vector_index', 'passages_index')", conn=tx)
+        self._index_spec = None
+
     def vector_index_problem(self, layer: str, spec: IndexSpec) -> str:
         """Why the layer's HNSW index cannot serve searches with these settings ('' when it
         can): missing, built for other settings, or left invalid by a failed build."""
@@ -218,7 +228,7 @@ class PgLayerIndex(EngineIndex):
         is recorded, or when settings changed; once per open index otherwise); with
         ``rebuild``, REINDEX the layer's (``optimize``)."""
         store, action, reason = self.store, "fresh", ""
-        if not self._ensured or rebuild:
+        if not self._ensured or rebuild or store.index_cast() is None:
             problem = store.vector_index_problem(self.layer, self.spec)
             built = store.ensure_vector_index(self.spec.dim, self.spec.dtype, self.spec.m,
                                               self.spec.ef_construction)
