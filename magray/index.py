@@ -1,4 +1,7 @@
 """One usearch HNSW index per layer: a rebuildable cache of the vectors in the database.
+(An engine that indexes vectors itself, PostgreSQL with pgvector, hands out an
+``EngineIndex`` instead: ``Indexes.layer`` gives whichever the store provides, and the
+services use either through the same methods.)
 
 Each index file ``<layer>.usearch`` has a sidecar ``<layer>.json`` that records what the
 file holds: the store it belongs to, the index-log sequence it reflects, its settings,
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
     from . import config, paths
     from .db.store import Store
+    from .records import Filters
 
 FORMAT = 2  # 2: several vectors per record (multi=True), one per passage of a long text
 PRUNE_EVERY = 10_000  # log rows kept per layer before they are pruned
@@ -235,11 +239,13 @@ class LayerIndex:
         """Vectors in the view last opened (a fresh index holds the layer's record count)."""
         return 0 if self._view is None else len(self._view)
 
-    def search(self, query: np.ndarray, k: int, *, exact_up_to: int = 0
-               ) -> list[tuple[int, float]]:
+    def search(self, query: np.ndarray, k: int, *, exact_up_to: int = 0,
+               filters: "Filters | None" = None) -> list[tuple[int, float]]:
         """Top-k (record id, inner product) for one normalised query vector: approximate,
         except that an index of at most ``exact_up_to`` vectors is scanned in full. The
-        scan's answer depends only on the vectors, never on how the graph was built."""
+        scan's answer depends only on the vectors, never on how the graph was built.
+        ``filters`` is a hint an engine's index may apply; this one holds vectors only, so
+        the caller filters what it returns."""
         view = self.view()
         if view is None:
             return []
@@ -380,6 +386,82 @@ class LayerIndex:
         state = self.state()
         return state is not None and self._checksum_matches(state)
 
+    def disk_bytes(self) -> int:
+        """What the index takes on disk (``optimize`` reports it before and after)."""
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def remove_leftovers(self) -> int:
+        """Remove the temporary files of writers killed before they could rename them."""
+        with locked(self.lock_path, timeout=self.lock_timeout):
+            return files.remove_leftovers(self.path) + files.remove_leftovers(self.sidecar)
+
+
+class EngineIndex:
+    """A layer's index that the database keeps itself (pgvector's HNSW on PostgreSQL): what
+    the services ask of ``LayerIndex``, with nothing on disk here. Every client sees every
+    committed vector at once; there is no file to sync, replay or verify. The engine's
+    module subclasses it (``magray.db.pg.vectors``); this class holds no SQL."""
+
+    layer: str
+    spec: IndexSpec
+
+    def search(self, query: np.ndarray, k: int, *, exact_up_to: int = 0,
+               filters: "Filters | None" = None) -> list[tuple[int, float]]:
+        """Top-k distinct (record id, inner product), a record scoring as its best passage:
+        exact when the layer holds at most ``exact_up_to`` vectors; ``filters`` applied
+        inside the search, which keeps going until k pass (or the layer is exhausted)."""
+        raise NotImplementedError
+
+    def search_many(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """``search`` for each row of ``vectors`` (approximate), in one round trip."""
+        raise NotImplementedError
+
+    def vector_count(self) -> int:
+        """Vectors the layer holds: one per record and one per further passage."""
+        raise NotImplementedError
+
+    def sync(self, *, rebuild: bool = False) -> SyncReport:
+        """Make sure the engine's index exists with these settings (``rebuild``: rebuild it,
+        as ``optimize`` does)."""
+        raise NotImplementedError
+
+    def staleness(self, state: None = None) -> str:
+        """Why the engine's index is not ready to serve ('' when it is)."""
+        raise NotImplementedError
+
+    def disk_bytes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        """Vectors in the layer as the last search saw them."""
+        raise NotImplementedError
+
+    def view(self) -> "EngineIndex":
+        """Nothing to open: the index is the database's."""
+        return self
+
+    def open_view(self) -> "EngineIndex | None":
+        """This index (``search_many`` takes it as it takes a usearch view), None when the
+        layer holds no vectors."""
+        return self if self.vector_count() else None
+
+    def __len__(self) -> int:
+        return self.vector_count()
+
+    def state(self) -> None:
+        """No sidecar: nothing here describes the index."""
+        return None
+
+    def verify(self) -> bool:
+        return not self.staleness()
+
+    def remove_leftovers(self) -> int:
+        return 0  # no files
+
 
 class Indexes:
     """The layers' indexes of one open memory, each kept for the life of the memory: it
@@ -393,16 +475,19 @@ class Indexes:
         self.dim = dim  # the recorded dimension, or the embedder's before any vector
         self._open: dict[str, LayerIndex] = {}
 
-    def layer(self, name: str) -> LayerIndex:
+    def layer(self, name: str) -> "LayerIndex | EngineIndex":
         """The layer's index, made anew only when its shape (dimension, settings) changed."""
         s = self.settings
         spec = IndexSpec(dim=self.dim(), dtype=s.index_dtype, m=s.hnsw_m,
                          ef_construction=s.hnsw_ef_construction)
         index = self._open.get(name)
         if index is None or index.spec != spec:
-            index = self._open[name] = LayerIndex(
-                self.paths.indexes, name, spec, self.store, ef_search=s.hnsw_ef_search,
-                lock_timeout=s.busy_timeout)
+            # the engine's own index when it keeps one (PostgreSQL), else a usearch file here
+            index = self.store.layer_index(name, spec, ef_search=s.hnsw_ef_search)
+            if index is None:
+                index = LayerIndex(self.paths.indexes, name, spec, self.store,
+                                   ef_search=s.hnsw_ef_search, lock_timeout=s.busy_timeout)
+            self._open[name] = index
         return index
 
     def clear(self) -> None:
@@ -434,9 +519,12 @@ class Indexes:
         return reports
 
 
-def search_many(view: "Index", vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+def search_many(view: "Index | EngineIndex", vectors: np.ndarray, k: int
+                ) -> list[list[tuple[int, float]]]:
     """Top-k (key, inner product) in an index view for each row of ``vectors`` (counting a
     layer's near neighbours, near-duplicates)."""
+    if isinstance(view, EngineIndex):
+        return view.search_many(vectors, k)
     import numpy as np  # not at import time: `magray status` reads indexes without numpy
 
     if not len(vectors) or not len(view):

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
 
 
-from . import files
 from .errors import IntegrityError, ModelMismatchError
 from .records import LAYERS, content_hash
 
@@ -89,7 +88,7 @@ def optimize(store: "Repository", indexes: "Indexes", encoder: "Encoder",
 
     passages.upgrade(store, encoder)  # long records with one vector: every passage gets its own
     before = database_bytes(store)
-    temp_files = _remove_temp_files(store, indexes, settings)
+    temp_files = _remove_temp_files(store, indexes)
     compactions = tuple(_compact(indexes, layer) for layer in LAYERS) \
         if store.model_meta()[1] is not None else ()
     orphans = {"index_log": _prune_index_log(store, indexes),
@@ -101,14 +100,14 @@ def optimize(store: "Repository", indexes: "Indexes", encoder: "Encoder",
 
 def _compact(indexes: "Indexes", layer: str) -> Compaction:
     index = indexes.layer(layer)
-    before = _size(index.path)
+    before = index.disk_bytes()
     was = index.staleness() or "in step"
     report = index.sync(rebuild=True)
     stale, count = index.staleness(), index.vector_count()
     if stale or report.count != count or not index.verify():
         raise IntegrityError(f"the {layer} index disagrees with the database after a rebuild "
                              f"({stale or f'{report.count} vs {count} records'})")
-    return Compaction(layer, report.count, before, _size(index.path), was)
+    return Compaction(layer, report.count, before, index.disk_bytes(), was)
 
 
 def _prune_index_log(store: "Repository", indexes: "Indexes") -> int:
@@ -130,18 +129,11 @@ def _prune_foreign_cache(store: "Repository") -> int:
     return store.keep_cache_of((f"{key}|document", f"{key}|query"))
 
 
-def _remove_temp_files(store: "Repository", indexes: "Indexes", settings: "Settings") -> int:
+def _remove_temp_files(store: "Repository", indexes: "Indexes") -> int:
     """Temporary files of writers that were killed before they could rename them."""
-    from .locks import locked
-
-    removed = 0
-    for layer in LAYERS:
-        index = indexes.layer(layer) if store.model_meta()[1] else None
-        if index is None:
-            continue
-        with locked(index.lock_path, timeout=settings.busy_timeout):
-            removed += files.remove_leftovers(index.path) + files.remove_leftovers(index.sidecar)
-    return removed
+    if store.model_meta()[1] is None:
+        return 0
+    return sum(indexes.layer(layer).remove_leftovers() for layer in LAYERS)
 
 
 def database_bytes(store: "Repository") -> int:

@@ -181,8 +181,8 @@ class Searcher:
         k = n * 4 if filters else n
         while True:
             # dict.fromkeys: a long record's id comes once per matching passage
-            candidates = list(dict.fromkeys(
-                key for key, _ in index.search(qvec, k, exact_up_to=EXACT_LIMIT)))
+            candidates = list(dict.fromkeys(key for key, _ in index.search(
+                qvec, k, exact_up_to=EXACT_LIMIT, filters=filters)))
             total = index.size  # of the view just searched
             if filters:
                 candidates = self.store.passing(candidates, layer, filters)

@@ -271,6 +271,6 @@ def test_real_model_reembeds_on_import(memory, tmp_path, real_embedder):
         assert imported(fresh, text).embedded == 2
         hit = fresh.search("how often do credentials change", mode="vector", top_k=1)[0]
         assert hit.record.text.startswith("the staging database password")
-        _, mine = memory.db.vectors([1, 2], memory.dim)
-        _, theirs = fresh.db.vectors([1, 2], fresh.dim)
-        assert np.allclose(mine, theirs, atol=1e-5)
+        keys, mine = memory.db.vectors([1, 2], memory.dim)  # rows in the database's order
+        others, theirs = fresh.db.vectors([1, 2], fresh.dim)
+        assert np.allclose(mine[np.argsort(keys)], theirs[np.argsort(others)], atol=1e-5)

@@ -278,3 +278,10 @@ class Repository(Protocol):
     def database_bytes(self) -> int:
         """What the database takes: the SQLite file and its write-ahead log, or the
         PostgreSQL database's size on its server (``optimize`` reports before and after)."""
+
+    # -- issue 18, item 2: an engine's own vector index ------------------------------------
+    def layer_index(self, layer: str, spec: Any, *, ef_search: int) -> Any:
+        """The engine's own index of a layer's vectors (pgvector's HNSW on PostgreSQL: an
+        ``index.EngineIndex`` made for an ``index.IndexSpec``), or None when it keeps none
+        and magray keeps a usearch file per layer (SQLite). (Typed Any: magray.index
+        imports the db package, so naming its classes here would make a cycle.)"""

@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -472,6 +472,10 @@ class Store(Reader):
              for digest, vec in items])
 
     # -- the model the vectors were made with ---------------------------------------------
+
+    def layer_index(self, layer: str, spec: Any, *, ef_search: int) -> None:
+        """SQLite has no vector index of its own: magray keeps usearch files (index.py)."""
+        return None
 
     def model_meta(self, tx: sqlite3.Connection | None = None
                    ) -> tuple[str | None, int | None]:

@@ -197,6 +197,7 @@ class Upkeep:
             if self._run("SELECT 1 FROM records WHERE pending_embedding IS NULL LIMIT 1",
                          conn=conn).fetchone():
                 return False
+            self.drop_vector_indexes(conn)  # built on the old vectors (db/pg/vectors.py)
             for sql in ("UPDATE records SET embedding = pending_embedding, "
                         "pending_embedding = NULL", "DELETE FROM passages",
                         "DELETE FROM meta WHERE key IN ('passages_checked', 'reembed_target')"):

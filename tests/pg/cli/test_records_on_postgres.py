@@ -16,3 +16,7 @@ _spec.loader.exec_module(_module)
 globals().update({k: v for k, v in vars(_module).items() if not k.startswith("_")})
 
 pytestmark = pytest.mark.usefixtures("on_postgres")
+
+# Left out here: it reads the usearch index's sidecar (state().count); on PostgreSQL the
+# index is the server's (tests/pg/test_engine_index.py: a forgotten record leaves searches).
+del globals()["test_forget_deletes_from_database_and_index"]
