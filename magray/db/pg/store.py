@@ -26,6 +26,7 @@ from ...layers import access, join
 from ...records import LAYERS, Filters, NewRecord, Record, Trashed
 from ..base import Op, Unchanged, VectorNeeded
 from . import query, schema
+from .snapshot import PgSnapshots
 from .upkeep import Upkeep
 from .connection import Vector, connect, register_vector, translate
 from .target import Postgres
@@ -42,7 +43,7 @@ COPY_TYPES = ["int8", "text", "text", "text", "jsonb", "text", "text", "text", "
               "int4", "float8", "text", "vector"]
 
 
-class PostgresStore(Upkeep):
+class PostgresStore(Upkeep, PgSnapshots):
     """An open magray memory on a PostgreSQL server."""
 
     RECORD_COLUMNS = RECORD_COLUMNS
