@@ -5,6 +5,7 @@ fails leaves the PostgreSQL memory as it was."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -205,3 +206,58 @@ def test_a_postgres_archive_holds_the_cache_and_the_recorded_model(tmp_path, pg_
     archived = dict(conn.execute("SELECT id, embedding FROM records"))
     assert archived == stored
     conn.close()
+
+
+def _readme_commands() -> list[str]:
+    """The shell lines of the README's 'Moving a memory to a PostgreSQL server' example."""
+    text = (HERE.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Moving a memory to a PostgreSQL server and back", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_the_readme_moves_a_memory_to_the_server_and_back(home, cli, monkeypatch, tmp_path,
+                                                         pg_server, pg_database):
+    """The README's commands, run as written (the server's URL is the test server's)."""
+    import shlex
+
+    import magray.encoder
+    import magray.memory
+    from magray import Memory
+    from magray.db.pg import open_repository
+
+    class ByDatabaseSetting:  # what Memory.open does once the database setting is wired
+        @staticmethod
+        def open(path, *, busy_timeout: float = 60.0):
+            return open_repository(os.environ.get("MAGRAY_DATABASE") or None, path,
+                                   busy_timeout=busy_timeout)
+
+    monkeypatch.setattr(magray.memory, "Store", ByDatabaseSetting)
+    for module in (magray.encoder, magray.memory):
+        monkeypatch.setattr(module, "from_settings", lambda *a, **k: FakeEmbedder())
+    monkeypatch.chdir(tmp_path)
+    with Memory.open(home, embedder=FakeEmbedder()) as local:
+        _fill_with_trash(local)
+        before = _everything(local)
+    server = pg_server.url(pg_database)
+    for line in _readme_commands():
+        words = shlex.split(line)
+        if words[0] == "export":  # export SERVER=...: the test server instead
+            monkeypatch.setenv("SERVER", server)
+            continue
+        env = {}
+        while "=" in words[0]:
+            name, _, value = words.pop(0).partition("=")
+            env[name] = os.path.expandvars(value)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        result = cli(*words[1:])
+        for name in env:
+            monkeypatch.delenv(name)
+        assert result.code == 0, (line, result)
+    with Memory.open(home, embedder=FakeEmbedder()) as local:
+        assert _everything(local) == before  # there and back: nothing changed
+    monkeypatch.setenv("MAGRAY_DATABASE", server)
+    with Memory.open(home, embedder=FakeEmbedder()) as remote:
+        assert remote.db.__class__.__name__ == "PostgresStore"
+        assert _everything(remote)[0].keys() == before[0].keys()  # import: nothing new
