@@ -17,6 +17,7 @@ import pytest
 from archives import fill, read_members
 from fakes import FakeEmbedder
 from magray.errors import InputError, MagrayError
+from magray.records import Passage, Source
 
 pytest.importorskip("psycopg")
 
@@ -45,7 +46,11 @@ def _everything(memory) -> tuple[dict, dict, list]:
     trash = sorted(((t.record, t.trashed_at, t.reason, t.merged_into) for t in memory.trash()),
                    key=lambda t: t[0].id)
     vectors = memory.db.trash_vectors([t[0].id for t in trash])
-    return records, vectors, trash
+    ids = sorted(records) + [t[0].id for t in trash]
+    parts, matrix = memory.db.passages(ids, 128)
+    passages = sorted((rid, p.ordinal, p.start, p.end, tuple(row))
+                      for (rid, p), row in zip(parts, matrix.tolist()))
+    return records, vectors, trash, passages, memory.db.sources(ids)
 
 
 def _no_filters():
@@ -54,12 +59,24 @@ def _no_filters():
     return Filters()
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
 def _fill_with_trash(memory) -> None:
     fill(memory, n=12)
     memory.store_texts(["tagged note"], tags=["b", "a"], project="p", session="s",
                        importance=0.5)
-    memory.forget([memory.list_records(limit=None)[0].id])
-    memory.forget([memory.list_records(limit=None)[-1].id])
+    newest, oldest = memory.list_records(limit=None)[0].id, memory.list_records(limit=None)[-1].id
+    rng = np.random.default_rng(7)
+    with memory.db.write() as tx:  # passages and a file source (one record's kept in the trash)
+        for record_id in (oldest, oldest + 1):
+            memory.db.insert_passages(tx, record_id, [
+                (Passage(n, n * 10, n * 10 + 30), _unit(rng.standard_normal(128)))
+                for n in range(3)])
+            memory.db.put_source(tx, record_id, Source(f"/notes/{record_id}.md", 1, 9, 2), "h")
+    memory.forget([newest])
+    memory.forget([oldest])
 
 
 def test_sqlite_to_postgres_and_back_keeps_ids_fields_vectors_and_trash(tmp_path, pg_memory):
@@ -76,8 +93,9 @@ def test_sqlite_to_postgres_and_back_keeps_ids_fields_vectors_and_trash(tmp_path
     assert result.safety_copy is None and sum(result.archive.counts.values()) == 19
     assert _everything(pg_memory) == before
     assert pg_memory.db.issued_through() >= issued  # no id is issued again
-    hits = pg_memory.search("rotate the ssh keys", mode="hybrid", track=False)
-    assert hits and hits[0].record.text.startswith("how-to")
+    for mode in ("vector", "hybrid", "keyword"):
+        hits = pg_memory.search("how-to 1: rotate the ssh keys yearly", mode=mode, track=False)
+        assert hits[0].record.text == "how-to 1: rotate the ssh keys yearly", mode
     new = pg_memory.store_texts(["a note stored on the server after the restore"])[0]
     assert new.id > issued
 
@@ -87,8 +105,8 @@ def test_sqlite_to_postgres_and_back_keeps_ids_fields_vectors_and_trash(tmp_path
     assert names[:2] == ["manifest.json", "data/magray.db"]
     with Memory.open(tmp_path / "back", embedder=FakeEmbedder()) as back:
         back.restore(second.path)
-        records, vectors, trash = _everything(back)
-        assert (vectors, trash) == before[1:]
+        records, *rest = _everything(back)
+        assert rest == list(before[1:])
         assert {i: r for i, r in records.items() if i != new.id} == before[0]
         assert back.db.issued_through() == new.id
         assert back.search("rotate the ssh keys", mode="keyword", track=False)[0].record.text.startswith(
@@ -261,3 +279,26 @@ def test_the_readme_moves_a_memory_to_the_server_and_back(home, cli, monkeypatch
     with Memory.open(home, embedder=FakeEmbedder()) as remote:
         assert remote.db.__class__.__name__ == "PostgresStore"
         assert _everything(remote)[0].keys() == before[0].keys()  # import: nothing new
+
+
+def test_a_load_of_another_dimension_drops_the_server_indexes_made_for_the_old_one(
+        tmp_path, pg_store):
+    """HNSW indexes are built for one dimension: a load of vectors of another (a restore
+    with the archive's config and model) drops them rather than fail, and they are made
+    again for the new dimension."""
+    from magray import Memory, config, paths
+
+    where = paths.resolve(tmp_path / "pg-home")
+    where.ensure()
+    with Memory(where, config.load(where.config_file), pg_store, FakeEmbedder(dim=8)) as small:
+        small.store_texts(["eight dimensions"])
+    pg_store.ensure_vector_index(8)
+    with Memory.open(tmp_path / "local", embedder=FakeEmbedder(dim=16)) as local:
+        local.store_texts(["sixteen dimensions", "and another"])
+        local.db.snapshot_to(tmp_path / "copy.db")
+    assert pg_store.load_snapshot(tmp_path / "copy.db", 5) is False  # indexes: rebuild
+    assert pg_store.meta("vector_index") is None and pg_store.model_meta()[1] == 16
+    assert pg_store.ensure_vector_index(16)
+    ids = pg_store.layer_ids("interact")
+    vector = pg_store.vectors(ids[:1], 16)[1][0]
+    assert pg_store.nearest("interact", vector, 1)[0][0] == ids[0]
