@@ -3,7 +3,7 @@
 An archive (the container is described in ``archive.py``) holds, in this order::
 
     manifest.json                        format, versions, time, model, counts, member SHA-256s
-    data/magray.db                       a consistent snapshot as a SQLite database, integrity-checked
+    data/magray.db                       a consistent snapshot, a SQLite database (any engine)
     data/indexes/<layer>.usearch, .json  each layer's index and sidecar
     config.toml                          the config file, when there is one
 

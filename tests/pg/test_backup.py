@@ -109,8 +109,8 @@ def test_sqlite_to_postgres_and_back_keeps_ids_fields_vectors_and_trash(tmp_path
         assert rest == list(before[1:])
         assert {i: r for i, r in records.items() if i != new.id} == before[0]
         assert back.db.issued_through() == new.id
-        assert back.search("rotate the ssh keys", mode="keyword", track=False)[0].record.text.startswith(
-            "how-to")
+        hits = back.search("rotate the ssh keys", mode="keyword", track=False)
+        assert hits[0].record.text.startswith("how-to")
 
 
 def test_a_restore_into_postgres_asks_and_keeps_a_safety_copy(tmp_path, pg_memory):
@@ -302,3 +302,29 @@ def test_a_load_of_another_dimension_drops_the_server_indexes_made_for_the_old_o
     ids = pg_store.layer_ids("interact")
     vector = pg_store.vectors(ids[:1], 16)[1][0]
     assert pg_store.nearest("interact", vector, 1)[0][0] == ids[0]
+
+
+def test_a_restore_into_postgres_waits_for_a_writer_then_changes_nothing(tmp_path, pg_memory,
+                                                                        pg_target):
+    """The load needs the lock every writer takes: a client that keeps writing makes the
+    restore give up after busy_timeout, one line, with nothing changed and no safety copy."""
+    from magray import Memory
+    from magray.db.pg.store import PostgresStore
+    from magray.errors import BusyError
+
+    with Memory.open(tmp_path / "local", embedder=FakeEmbedder()) as local:
+        local.store_texts(["from the laptop"])
+        archive = local.backup(tmp_path / "out").archive.path
+    pg_memory.store_texts(["on the server"])
+    pg_memory.db.busy_timeout = 0.5
+    other = PostgresStore.open(pg_target)
+    try:
+        with other.write():  # another machine in the middle of a write
+            with pytest.raises(BusyError, match="kept writing"):
+                pg_memory.restore(archive, replace=True)
+    finally:
+        other.close()
+    assert [r.text for r in pg_memory.list_records()] == ["on the server"]
+    assert pg_memory.safety_copies() == []
+    pg_memory.restore(archive, replace=True)  # once it is done, the restore goes through
+    assert [r.text for r in pg_memory.list_records()] == ["from the laptop"]

@@ -141,10 +141,8 @@ class PgSnapshots:
     def exclusive(self) -> Iterator[None]:
         """Hold the write lock every client's ``write()`` takes, for the whole block (a
         session lock: this session's own writes still pass). Readers go on (MVCC)."""
-        from .store import WRITE_LOCK
-
         deadline = time.monotonic() + self.busy_timeout
-        while not self._run("SELECT pg_try_advisory_lock(%s)", (WRITE_LOCK,)).fetchone()[0]:
+        while not self._run("SELECT pg_try_advisory_lock(%s)", (self.WRITE_LOCK,)).fetchone()[0]:
             if time.monotonic() >= deadline:
                 raise BusyError(f"another magray client kept writing to {self.path}; stop it "
                                 "and restore again. Nothing was changed")
@@ -153,7 +151,7 @@ class PgSnapshots:
             yield
         finally:
             if not self.conn.broken:
-                self._run("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
+                self._run("SELECT pg_advisory_unlock(%s)", (self.WRITE_LOCK,))
 
     def prepare_load(self, staged: Path) -> None:
         """Bring the staged copy to this magray's schema (an older archive lacks tables)."""

@@ -47,6 +47,7 @@ class PostgresStore(Upkeep, PgSnapshots):
     """An open magray memory on a PostgreSQL server."""
 
     RECORD_COLUMNS = RECORD_COLUMNS
+    WRITE_LOCK = WRITE_LOCK  # what snapshot.PgSnapshots.exclusive holds
 
     def __init__(self, target: Postgres, busy_timeout: float = 60.0):
         self.target = target
