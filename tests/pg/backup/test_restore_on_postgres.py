@@ -62,8 +62,6 @@ LEFT_OUT = {
     "test_restore_across_sqlite_page_sizes": "SQLite's page size",
     "test_restore_waits_for_other_processes_then_refuses":
         "a reader blocks a SQLite restore; PostgreSQL readers never block (MVCC)",
-    "test_interactive_restore_asks_and_proceeds_on_yes":
-        "runs magray in a subprocess (the database setting's wiring is r18-pg's)",
     "test_newer_schema_is_refused": "writes SQLite's _sqlite_migrations table in the memory",
     "test_backups_under_a_concurrent_writer_restore_consistently":
         "reads PRAGMAs through the memory's connection (tests/pg/test_backup.py has the "
