@@ -94,7 +94,6 @@ TABLES = (  # the order a load writes them in (a row's record before its passage
     Table("op_totals", ("op", "count", "seconds", "items", "cache_hits", "cache_misses"),
           "op", pg_types=("text", "int8", "float8", "int8", "int8", "int8")),
 )
-INDEX_LOG = Table("index_log", ("seq", "layer", "record_id"), "seq")
 # PostgreSQL sequence -> SQLite's AUTOINCREMENT counter of the same table
 SEQUENCES = {"records_id_seq": "records", "index_log_seq_seq": "index_log", "ops_id_seq": "ops"}
 
