@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
+
 from . import config, paths
 from .embedding import Embedder, from_settings
 from .errors import InputError
