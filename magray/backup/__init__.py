@@ -3,7 +3,7 @@
 An archive (the container is described in ``archive.py``) holds, in this order::
 
     manifest.json                        format, versions, time, model, counts, member SHA-256s
-    data/magray.db                       a consistent snapshot (SQLite backup API), integrity-checked
+    data/magray.db                       a consistent snapshot, a SQLite database (any engine)
     data/indexes/<layer>.usearch, .json  each layer's index and sidecar
     config.toml                          the config file, when there is one
 
@@ -24,7 +24,10 @@ The modules, in the order a backup's life goes through them:
     safety.py     the safety copy a restore makes of the data it replaces
     leftovers.py  what killed backups and restores leave behind
 
-The SQL they need is in ``magray/db/snapshot.py``. A function named like its module
+The SQL they need is the repository's "backup" methods (``magray/db/base.py``): SQLite's in
+``magray/db/snapshot.py`` (its backup API), PostgreSQL's in ``magray/db/pg/snapshot.py`` (one
+REPEATABLE READ snapshot written into a SQLite database of the same schema), so an archive is
+the same whatever the engine, and restores into either. A function named like its module
 (``create.create``, ``verify.verify``, ``restore.restore``) is imported from that module.
 """
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from .. import clock, files
-from ..db.snapshot import snapshot_database
 from ..errors import InputError, IntegrityError
 from ..locks import locked
 from ..paths import Paths, make_private_dir
@@ -135,7 +134,7 @@ def _snapshot(where: Paths, store, stage: Path, *, timeout: float, lock: bool
             for layer in LAYERS:
                 held.enter_context(locked(layer_files(where, layer)[2], timeout=timeout,
                                           shared=True))
-        facts = snapshot_database(store, stage / STAGED[DB_MEMBER])
+        facts = store.snapshot_to(stage / STAGED[DB_MEMBER])  # whatever the engine: SQLite
         members.append((DB_MEMBER, stage / STAGED[DB_MEMBER]))
         for layer in LAYERS:
             copied = _copy_index(where, layer, stage, facts["store_id"])

@@ -1,11 +1,14 @@
 """Restoring an archive: verify and unpack all of it into a staging directory, check that it
 fits this installation, then swap it in.
 
-The swap happens under every index lock and with the database to itself (SQLite's
-exclusive locking mode, granted once no other process has it open): it writes a verified
-safety copy of the current data (``safety.py``), loads the staged database into the live one
-through the backup API (one transaction), and puts the staged index files in place. Nothing
-can be written between the safety copy and the load.
+The swap happens under every index lock and with the database to itself (the repository's
+``exclusive()``: SQLite's exclusive locking mode, granted once no other process has it open;
+on PostgreSQL the lock every writer takes): it writes a verified safety copy of the current
+data (``safety.py``), loads the staged database into the live one in one transaction
+(``load_snapshot``), and puts the staged index files in place where they fit what was
+loaded. Nothing can be written between the safety copy and the load. Every engine reads
+and writes the archive's SQLite database through the repository, so any archive restores
+into either engine.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from .. import files
 from ..config import load as load_settings, read_file as read_settings
-from ..db.snapshot import contents, exclusive, load_snapshot, match_page_size, staged_facts
+from ..db.snapshot import staged_facts
 from ..errors import InputError, IntegrityError, MagrayError, ModelMismatchError, NotFoundError
 from ..locks import locked
 from ..paths import Paths
@@ -91,7 +94,7 @@ def restore(where: Paths, store, settings: "Settings", path: Path, *, encoder: "
         if dry_run:
             return plan
         confirmed = _confirmed(plan, where, path, use_config, replace_data, confirm)
-        match_page_size(stage / STAGED[DB_MEMBER], store)
+        store.prepare_load(stage / STAGED[DB_MEMBER])  # before the locks: may rewrite it
         safety, replaced, trashed = _swap(where, store, stage, use_config, confirmed,
                                           level=settings.backup_level,
                                           timeout=settings.busy_timeout)
@@ -121,7 +124,7 @@ def _plan(where: Paths, store, path: Path, stage: Path, *, config: bool | None,
     if use_config:
         _check_config(staged_config, path)
     _check_model(info, key(staged_config if use_config else None), path)
-    current, trashed = contents(store)  # the plan; _swap reads them again
+    current, trashed = store.contents()  # the plan; _swap reads them again
     plan = RestoreResult(info, current, "restored" if use_config else
                          "kept" if has_config else "none", dry_run, trashed=trashed)
     return plan, use_config
@@ -185,8 +188,8 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
     with ExitStack() as held:
         for layer in LAYERS:
             held.enter_context(locked(layer_files(where, layer)[2], timeout=timeout))
-        held.enter_context(exclusive(store))
-        replaced, trashed = contents(store)
+        held.enter_context(store.exclusive())
+        replaced, trashed = store.contents()
         if (sum(replaced.values()) or trashed) and not confirmed:
             raise InputError(f"{sum(replaced.values()) + trashed} records were stored or "
                              f"trashed in {where.data} while the archive was being checked; "
@@ -197,9 +200,9 @@ def _swap(where: Paths, store, stage: Path, use_config: bool, confirmed: bool, *
         for layer in LAYERS:  # no index file is ever paired with the wrong database
             for live in layer_files(where, layer)[:2]:
                 live.unlink(missing_ok=True)
-        load_snapshot(stage / STAGED[DB_MEMBER], store, timeout)
-        for layer in LAYERS:
-            _place_index(where, layer, stage)
+        if store.load_snapshot(stage / STAGED[DB_MEMBER], timeout):
+            for layer in LAYERS:  # else they are rebuilt from the loaded vectors
+                _place_index(where, layer, stage)
         if use_config:
             where.config_file.parent.mkdir(parents=True, exist_ok=True)
             files.write_atomic(where.config_file,

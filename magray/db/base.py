@@ -285,3 +285,22 @@ class Repository(Protocol):
         ``index.EngineIndex`` made for an ``index.IndexSpec``), or None when it keeps none
         and magray keeps a usearch file per layer (SQLite). (Typed Any: magray.index
         imports the db package, so naming its classes here would make a cycle.)"""
+
+    # -- backup (issue 18, item 4): an archive holds a SQLite database, whatever the engine --
+    # SQLite: magray/db/snapshot.py (its backup API); PostgreSQL: magray/db/pg/snapshot.py.
+    def snapshot_to(self, target: Path) -> dict:
+        """Write one consistent copy of the whole memory at ``target``: a SQLite database of
+        the SQLite engine's schema, integrity-checked. Returns its facts (store id, model,
+        model key, dim, counts per layer: ``db.snapshot.database_facts``)."""
+    def contents(self) -> tuple[dict[str, int], int]:
+        """What a restore would replace: the records per layer, and the records in the trash."""
+    def exclusive(self) -> ContextManager[None]:
+        """No other client writes (on SQLite: nor reads) until the block ends, from a restore's
+        safety copy to the end of its load; BusyError after busy_timeout."""
+    def prepare_load(self, staged: Path) -> None:
+        """Ready an unpacked archive's database for ``load_snapshot`` (before the locks: it
+        may rewrite the staged file; SQLite gives it the live page size)."""
+    def load_snapshot(self, staged: Path, timeout: float) -> bool:
+        """Replace the whole memory with the SQLite database at ``staged`` (an unpacked
+        archive), all or nothing. True when the archive's index files fit what was loaded
+        (they are put in place); False when every index is to be rebuilt from the vectors."""

@@ -3,7 +3,9 @@ copy holds, and loading a copy back into the live database.
 
 Everything here goes through SQLite's backup API, which copies page by page inside one read
 transaction (concurrent writers neither block it nor tear it) and writes the destination in
-one transaction through SQLite's own locking (the WAL stays sound).
+one transaction through SQLite's own locking (the WAL stays sound). ``Snapshots`` gives the
+SQLite ``Store`` the repository's "backup" methods (``magray/db/base.py``) on these functions;
+the PostgreSQL engine has its own (``magray/db/pg/snapshot.py``) writing the same file.
 """
 
 from __future__ import annotations
@@ -152,3 +154,23 @@ def load_snapshot(staged: Path, store, timeout: float) -> None:
         source.close()
     store.reloaded()  # the database was replaced under the connection
     store.conn.execute("PRAGMA journal_mode=WAL")
+
+
+class Snapshots:
+    """The repository's "backup" methods on SQLite (mixed into ``Store``)."""
+
+    def snapshot_to(self, target: Path) -> dict:
+        return snapshot_database(self, target)
+
+    def contents(self) -> tuple[dict[str, int], int]:
+        return contents(self)
+
+    def exclusive(self):
+        return exclusive(self)
+
+    def prepare_load(self, staged: Path) -> None:
+        match_page_size(staged, self)
+
+    def load_snapshot(self, staged: Path, timeout: float) -> bool:
+        load_snapshot(staged, self, timeout)
+        return True  # the archived index files were made from this very database

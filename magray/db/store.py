@@ -33,6 +33,7 @@ from . import migrations
 from .base import SOURCES, Op, Unchanged, VectorNeeded
 from .connection import connect, translate
 from .reader import LAST_USE, Reader
+from .snapshot import Snapshots
 
 OPS_KEEP = 5_000  # recent operations kept for status's latency figures; older rows are pruned
 PAGE_CACHE_KIB = 32 * 1024  # a warm search at 1M records reads its rows ~40% faster
@@ -41,7 +42,7 @@ RECORD_COLUMNS = ("id, text, layer, kind, tags, project, session, created_at, up
 FACT_COLUMNS = "id, layer, text, created_at, last_access, access_count, importance"
 
 
-class Store(Reader):
+class Store(Reader, Snapshots):
     """An open magray database (the read queries status also needs are in ``Reader``)."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, busy_timeout: float):

@@ -257,19 +257,19 @@ def test_a_retried_restore_keeps_the_only_copy_of_the_replaced_data(home, archiv
 
 def test_a_store_just_before_the_restore_lock_is_in_the_safety_copy(home, archive,
                                                                    monkeypatch):
-    import magray.backup.restore as backup
     from magray.backup.verify import verify
+    from magray.db.store import Store
 
-    match = backup.match_page_size
+    prepare = Store.prepare_load
     calls = []
 
-    def store_meanwhile(staged, store):  # runs after the plan, before the lock
+    def store_meanwhile(store, staged):  # runs after the plan, before the lock
         calls.append(1)
         with Memory.open(home, embedder=FakeEmbedder()) as other:
             other.store_texts([f"stored by another process during restore {len(calls)}"])
-        match(staged, store)
+        prepare(store, staged)
 
-    monkeypatch.setattr(backup, "match_page_size", store_meanwhile)
+    monkeypatch.setattr(Store, "prepare_load", store_meanwhile)
     with Memory.open(home, embedder=FakeEmbedder()) as memory:
         with pytest.raises(InputError, match="while the archive was being checked"):
             memory.restore(archive)  # an empty memory: no --yes was needed for the plan

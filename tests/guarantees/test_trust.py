@@ -236,7 +236,9 @@ def test_fault_during_restore_swap(home, monkeypatch, fault):
         archived = {f"archived note {i}" for i in range(40)} | {"an archived insight"}
         current = archived | {f"later note {i}" for i in range(10)}
         if fault == "before the database load":
-            monkeypatch.setattr(backup, "load_snapshot", lambda *a: (_ for _ in ()).throw(
+            from magray.db.store import Store  # the repository's load (db/snapshot.py)
+
+            monkeypatch.setattr(Store, "load_snapshot", lambda *a: (_ for _ in ()).throw(
                 OSError("simulated crash before the load")))
         else:
             real = backup._place_index

@@ -26,6 +26,7 @@ from ...layers import access, join
 from ...records import LAYERS, Filters, NewRecord, Record, Trashed
 from ..base import Op, Unchanged, VectorNeeded
 from . import query, schema
+from .snapshot import PgSnapshots
 from .upkeep import Upkeep
 from .vectors import VectorIndexes
 from .connection import Vector, connect, register_vector, translate
@@ -43,10 +44,11 @@ COPY_TYPES = ["int8", "text", "text", "text", "jsonb", "text", "text", "text", "
               "int4", "float8", "text", "vector"]
 
 
-class PostgresStore(Upkeep, VectorIndexes):
+class PostgresStore(Upkeep, VectorIndexes, PgSnapshots):
     """An open magray memory on a PostgreSQL server."""
 
     RECORD_COLUMNS = RECORD_COLUMNS
+    WRITE_LOCK = WRITE_LOCK  # what snapshot.PgSnapshots.exclusive holds
 
     def __init__(self, target: Postgres, busy_timeout: float = 60.0):
         self.target = target
