@@ -27,6 +27,7 @@ from ...records import LAYERS, Filters, NewRecord, Record, Trashed
 from ..base import Op, Unchanged, VectorNeeded
 from . import query, schema
 from .upkeep import Upkeep
+from .health import Status
 from .connection import Vector, connect, register_vector, translate
 from .target import Postgres
 
@@ -42,7 +43,7 @@ COPY_TYPES = ["int8", "text", "text", "text", "jsonb", "text", "text", "text", "
               "int4", "float8", "text", "vector"]
 
 
-class PostgresStore(Upkeep):
+class PostgresStore(Upkeep, Status):
     """An open magray memory on a PostgreSQL server."""
 
     RECORD_COLUMNS = RECORD_COLUMNS
