@@ -40,8 +40,9 @@ BACKUP_SUFFIXES = (".tar.zst", ".tar.zstd", ".tzst")  # archives in paths.backup
 NEAR_CAPACITY = 0.9  # an info alert from this share of a layer's capacity
 PROBE_TEXT = "magray health probe: can the embedding model turn this sentence into a vector?"
 OPTIMIZE = "run `magray optimize` to rebuild it from the database"
-# a database server's HNSW index: what makes (or remakes) it
-SERVER_INDEX = "run `magray optimize` to build it on the server"
+# a database server's HNSW index: what makes (or remakes) it (PgLayerIndex.sync, issue 18
+# item 2: a search builds it when it is missing or was built for other settings)
+SERVER_INDEX = "run `magray optimize` (the next search also builds it)"
 REQUIRED_TABLES = {"meta", "records", "index_log", "embed_cache"}
 
 
@@ -502,7 +503,7 @@ class _Checker:
                        f"m={s.hnsw_m} ef_construction={s.hnsw_ef_construction}")
             self.alert("warning", "index_settings",
                        f"the HNSW index for {layer} was built with other settings than the "
-                       f"current ones ({problem})", "run `magray optimize` to rebuild it", layer)
+                       f"current ones ({problem})", SERVER_INDEX, layer)
         return IndexHealth(found.name, found.bytes, records if found.present else None,
                            fresh=not problem, problem=problem)
 

@@ -66,7 +66,19 @@ def codes(data) -> dict[str, set]:
     return found
 
 
-def test_status_reports_the_server_counts_and_missing_indexes(filled, cli, url):
+def unbuilt(pg_server, pg_database) -> None:
+    """The server's HNSW indexes gone, as in a memory written before they were built."""
+    import psycopg
+
+    with psycopg.connect(pg_server.uri(pg_database), autocommit=True) as admin:
+        admin.execute("DROP INDEX IF EXISTS records_hnsw_interact, records_hnsw_insights, "
+                      "records_hnsw_assets")
+        admin.execute("DELETE FROM meta WHERE key = 'vector_index'")
+
+
+def test_status_reports_the_server_counts_and_missing_indexes(filled, cli, url, pg_server,
+                                                              pg_database):
+    unbuilt(pg_server, pg_database)
     result, data = status_json(cli)
     assert result.code == 0, result
     assert set(data) == SQLITE_KEYS | {"server"}  # the SQLite keys, and one more
@@ -83,8 +95,8 @@ def test_status_reports_the_server_counts_and_missing_indexes(filled, cli, url):
     assert [layers[n]["records"] for n in ("interact", "insights", "assets")] == [3, 1, 0]
     assert data["trash"] == {"records": 1}
     assert data["model"]["recorded_key"] == "fake-bow" and not data["model"]["mismatch"]
-    # nothing has built the server's HNSW indexes yet: a warning for each layer that holds
-    # records (searches are right, only slower), none for the empty one
+    # no HNSW index on the server: a warning for each layer that holds records (searches
+    # are right, only slower; the next one builds them), none for the empty one
     assert codes(data)["index_stale"] == {"interact", "insights"}
     assert layers["interact"]["index"]["problem"] == "not built"
     assert layers["assets"]["index"]["fresh"] is True
@@ -116,9 +128,10 @@ def test_indexes_built_as_the_settings_ask_are_fresh_and_others_are_named(
     assert "m=16" in data["layers"]["insights"]["index"]["problem"]
 
 
-def test_human_text_and_prometheus_name_the_server(filled, cli):
+def test_human_text_and_prometheus_name_the_server(filled, cli, pg_server, pg_database):
     from prometheus_client.parser import text_string_to_metric_families
 
+    unbuilt(pg_server, pg_database)
     human = cli("status")
     assert human.code == 0, human
     for words in ("server", "PostgreSQL 18", "pgvector 0.8", "round trip", "HNSW on the server",
