@@ -29,8 +29,8 @@ def status(
                               "dimension, latency.")] = False,
 ) -> None:
     """Report paths, sizes, layers, index agreement, model, cache, backups, recent latency and
-    alerts. Changes nothing, and loads the model only with --check-model. Exits 1 when an
-    error-level alert stands."""
+    alerts (on PostgreSQL also the server, its round trip and versions). Changes nothing, and
+    loads the model only with --check-model. Exits 1 when an error-level alert stands."""
     from .. import config, health, paths
 
     if json_out and prometheus:
