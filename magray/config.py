@@ -121,6 +121,17 @@ def parse_pairs(items: list, name: str, allowed: tuple[str, ...] | None = None
     return {k.strip().lower(): float(v) for k, v in (item.split("=", 1) for item in items)}
 
 
+def _database_problem(value: str) -> str | None:
+    """A database setting that is neither a path nor a usable postgresql:// URL."""
+    from .db.pg.target import parse_database  # no driver imported: only the URL is read
+
+    try:
+        parse_database(value)
+    except ConfigError as exc:
+        return str(exc).removeprefix("database: ")
+    return None
+
+
 SPEC: dict[str, Setting] = {
     s.name: s
     for s in [
@@ -154,6 +165,10 @@ SPEC: dict[str, Setting] = {
         Setting("busy_timeout", 60.0,
                 "seconds to wait for another magray process's database or index lock",
                 minimum=0.0, maximum=3600.0),
+        Setting("database", "",
+                "where the records live: empty = memory.db in the data directory, a file "
+                "path, or a postgresql:// URL (no password in it: ~/.pgpass, PGPASSWORD or "
+                "?password_file=PATH)", check=_database_problem),
         # -- the memory lifecycle (magray/layers.py, magray/lifecycle.py) --
         Setting("ttl_interact", "24h", "how long interact keeps a record after its last use",
                 check=_duration_problem),

@@ -145,8 +145,7 @@ def _remove_temp_files(store: "Repository", indexes: "Indexes", settings: "Setti
 
 
 def database_bytes(store: "Repository") -> int:
-    path = store.path
-    return sum(_size(path.with_name(path.name + suffix)) for suffix in ("", "-wal"))
+    return store.database_bytes()
 
 
 def _size(path) -> int:

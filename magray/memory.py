@@ -25,6 +25,7 @@ from .index import Indexes, LayerIndex, SyncReport
 from .ingest import check_layer
 from .records import LAYERS, Filters, Hit, NewRecord, Record, Stored, Trashed
 from .search import Searcher
+from .db.pg import open_repository
 from .db.store import Store
 from .trash import Trash
 from .write import Writer
@@ -79,7 +80,8 @@ class Memory:
                 remove_leftovers(where.data)
             except OSError:  # a read-only home: they wait for a command that can write
                 pass
-        store = Store.open(where.database, busy_timeout=settings.busy_timeout)
+        store = open_repository(settings.database, where.database,
+                                busy_timeout=settings.busy_timeout)
         return cls(where, settings, store, embedder, warn, note)
 
     def close(self) -> None:
@@ -184,9 +186,10 @@ class Memory:
         ``explain`` keeps every scored decision in the report, not only the promoted ones."""
         from . import lifecycle
 
-        return lifecycle.promote(self.db, self.indexes, self.settings, layers=layers,
-                                 threshold=threshold, ids=ids, dry_run=dry_run, explain=explain,
-                                 warn=self.warn)
+        with self.db.lifecycle_lock():  # another machine's run waits (PostgreSQL)
+            return lifecycle.promote(self.db, self.indexes, self.settings, layers=layers,
+                                     threshold=threshold, ids=ids, dry_run=dry_run,
+                                     explain=explain, warn=self.warn)
 
     def clean(self, *, dry_run: bool = False, promote: bool | None = None
               ) -> "lifecycle.CleanReport":
@@ -195,8 +198,9 @@ class Memory:
         setting clean_promotes)."""
         from . import lifecycle
 
-        return lifecycle.clean(self.db, self.indexes, self.settings, self.empty_trash,
-                               dry_run=dry_run, promote_first=promote)
+        with self.db.lifecycle_lock():  # another machine's run waits (PostgreSQL)
+            return lifecycle.clean(self.db, self.indexes, self.settings, self.empty_trash,
+                                   dry_run=dry_run, promote_first=promote)
 
     def ingest(self, paths: Sequence[str | Path], **options) -> "IngestReport":
         """Store the text files under ``paths`` (Markdown split at its headings) and keep

@@ -289,8 +289,9 @@ class _StoreCall:
             if vectors:  # any vector: its model must (still) be the recorded one
                 dim = len(next(iter(vectors.values())))
                 self.encoder.record_model(tx, dim, self.encoder.embedder.key)
-            for n, item in enumerate(batch):
-                record_id, duplicate = self.store.insert(tx, item, vectors.get(item.text), when)
+            outcomes = self.store.insert_many(  # one COPY on PostgreSQL
+                tx, [(item, vectors.get(item.text)) for item in batch], when)
+            for n, (item, (record_id, duplicate)) in enumerate(zip(batch, outcomes)):
                 near = found.get(n)
                 if not duplicate and item.text in parts:  # a long text: all its passages
                     self.store.insert_passages(tx, record_id, parts[item.text])

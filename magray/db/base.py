@@ -291,6 +291,23 @@ class Repository(Protocol):
     def still_sourced(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that some file still holds."""
 
+    # -- issue 18, item 6: lifecycle runs take turns -------------------------------------
+    def lifecycle_lock(self) -> ContextManager[None]:
+        """Held for a whole clean or promote: another client's run waits its turn (up to
+        busy_timeout, then BusyError). SQLite needs none: its runs serialise on the write
+        lock and every removal re-checks its record."""
+
+    # -- issue 18, item 8: a batch stored at once -----------------------------------------
+    def insert_many(self, tx: Tx, items: Sequence[tuple[NewRecord, np.ndarray | None]],
+                    when: str) -> list[tuple[int, bool]]:
+        """``insert`` for each (item, vector), in order: (id, duplicate) each. PostgreSQL
+        sends the new records with one COPY."""
+
+    # -- issue 18, item 3: what the database takes ----------------------------------------
+    def database_bytes(self) -> int:
+        """What the database takes: the SQLite file and its write-ahead log, or the
+        PostgreSQL database's size on its server (``optimize`` reports before and after)."""
+
     # -- status (issue 18, item 5): what `magray status` reports of the engine ------------
     def server(self) -> ServerFacts | None:
         """The database server (address, round trip, versions, size); None for a database
@@ -298,4 +315,3 @@ class Repository(Protocol):
     def vector_indexes(self) -> dict[str, VectorIndexFacts] | None:
         """The engine's own vector index of each layer (pgvector's HNSW), by layer; None
         when the engine keeps none (SQLite: the usearch files under the home's indexes/)."""
-

@@ -831,6 +831,33 @@ class Store(Reader):
                 f"WHERE record_id IN ({_marks(chunk)})", chunk))
         return found
 
+    # -- issue 18, item 3 ------------------------------------------------------------------
+
+    def database_bytes(self) -> int:
+        """The database file and its write-ahead log, in bytes."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+            except OSError:  # no WAL right after a checkpoint, or no file yet
+                pass
+        return total
+
+    # -- issue 18, item 8 ------------------------------------------------------------------
+
+    def insert_many(self, tx: sqlite3.Connection,
+                    items: Sequence[tuple[NewRecord, np.ndarray | None]], when: str
+                    ) -> list[tuple[int, bool]]:
+        """``insert`` for each (item, vector), in order (one statement each on SQLite)."""
+        return [self.insert(tx, item, vector, when) for item, vector in items]
+
+    # -- issue 18, item 6 ------------------------------------------------------------------
+
+    @contextmanager
+    def lifecycle_lock(self) -> Iterator[None]:
+        """Nothing to take on SQLite (see ``Repository.lifecycle_lock``)."""
+        yield
+
     # -- status (issue 18, item 5) --------------------------------------------------------
     def server(self) -> None:
         """None: the database is a file (status measures it; no server to ask)."""

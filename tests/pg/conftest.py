@@ -119,16 +119,16 @@ def store(request):
 
 @pytest.fixture
 def on_postgres(monkeypatch, pg_server, pg_database):
-    """Every ``Memory.open`` in the test opens a PostgreSQL database instead of the home's
-    SQLite file (one database per home, so a test with two homes has two memories): how the
-    behaviour suites run again on PostgreSQL before the ``database`` setting chooses the
-    engine. The home still holds the config and the index caches."""
+    """The test's memories on PostgreSQL: MAGRAY_DATABASE names the test's database (so a
+    magray started in a subprocess uses it too), and in this process each home gets a
+    database of its own (a test with two homes has two memories, as on SQLite). The home
+    still holds the config and the index caches."""
     import psycopg
 
     from magray import memory as memory_module
-    from magray.db.pg import parse_database
-    from magray.db.pg.store import PostgresStore
+    from magray.db.pg import open_repository
 
+    monkeypatch.setenv("MAGRAY_DATABASE", pg_server.url(pg_database))
     databases: dict[str, str] = {}
 
     def database_for(path) -> str:
@@ -141,13 +141,12 @@ def on_postgres(monkeypatch, pg_server, pg_database):
             databases[str(path)] = name
         return databases[str(path)]
 
-    class OnPostgres:
-        @staticmethod
-        def open(path, *, busy_timeout: float = 60.0):
-            target = parse_database(pg_server.url(database_for(path)))
-            return PostgresStore.open(target, busy_timeout=busy_timeout)
+    def per_home(database, default, *, busy_timeout: float = 60.0):
+        url = database if not database.startswith("postgresql:") else \
+            pg_server.url(database_for(default))
+        return open_repository(url, default, busy_timeout=busy_timeout)
 
-    monkeypatch.setattr(memory_module, "Store", OnPostgres)
+    monkeypatch.setattr(memory_module, "open_repository", per_home)
     yield databases
     with psycopg.connect(pg_server.uri(), autocommit=True) as admin:
         for name in list(databases.values())[1:]:

@@ -59,6 +59,28 @@ def test_lifecycle_runs_take_turns(pg_store, second):
         pass
 
 
+def test_a_clean_waits_for_another_machines_lifecycle_run(pg_target, pg_store, second, home):
+    """Memory.clean takes the lifecycle lock: while another client holds it, a clean waits
+    up to busy_timeout and then says so in one line; the SQLite store has nothing to take."""
+    from fakes import FakeEmbedder
+    from magray import config, paths
+    from magray.memory import Memory
+
+    where = paths.resolve(home)
+    where.ensure()
+    with Memory(where, config.load(where.config_file), second, FakeEmbedder()) as memory:
+        with pg_store.lifecycle_lock():
+            with pytest.raises(BusyError, match="running clean or promote") as caught:
+                memory.clean()
+            assert "\n" not in str(caught.value)
+        assert memory.clean().removed == ()
+
+
+def test_the_sqlite_store_has_no_lifecycle_lock_to_take(sqlite_store):
+    with sqlite_store.lifecycle_lock(), sqlite_store.lifecycle_lock():
+        pass
+
+
 def test_four_clients_storing_overlapping_texts_lose_and_double_nothing(pg_target, pg_store):
     clients = [subprocess.Popen([sys.executable, "-c", WRITER, pg_target.url, str(me)],
                                 stderr=subprocess.PIPE, text=True) for me in range(4)]

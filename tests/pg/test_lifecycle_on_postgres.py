@@ -21,13 +21,7 @@ SQLITE_SQL = {
     "test_capacity_evicts_the_lowest_value_records_first",
     "test_clean_promotes_first_so_valuable_notes_outlive_their_ttl",
     "test_reembed_after_a_model_change_resumes_after_a_kill",
-}
-# ... or optimize measures the database as a file (maintenance.database_bytes reads
-# memory.db.path): a gap in the boundary, PostgresStore.database_bytes() is ready for it.
-DATABASE_AS_A_FILE = {
-    "test_lifecycle_commands_never_load_the_model",
-    "test_optimize_compacts_the_index_after_deletions",
     "test_optimize_prunes_orphans_and_repairs_full_text",
 }
-for _name in SQLITE_SQL | DATABASE_AS_A_FILE:
+for _name in SQLITE_SQL:
     del globals()[_name]

@@ -13,10 +13,7 @@ pytestmark = pytest.mark.usefixtures("on_postgres")
 LEFT_OUT = {
     "test_the_record_stays_one_record": "its helper counts passages with SQLite SQL",
     "test_a_promoted_long_record_keeps_its_passages": "counts passages with SQLite SQL",
-    "test_optimize_upgrades_a_long_record_stored_with_one_vector":
-        "optimize measures the database as a file (maintenance.database_bytes)",
-    "test_reembed_covers_every_passage":
-        "optimize measures the database as a file (maintenance.database_bytes)",
+    "test_reembed_covers_every_passage": "reads the passages with SQLite SQL",
 }
 for _name in LEFT_OUT:
     del globals()[_name]

@@ -227,3 +227,20 @@ def test_two_databases_in_one_process_keep_their_own_vector_type(pg_server, pg_s
         second.close()
         with psycopg.connect(pg_server.uri(), autocommit=True) as admin:
             admin.execute("DROP DATABASE magray_second WITH (FORCE)")
+
+
+def test_insert_many_is_insert_for_each_item_in_order(store):
+    from magray.db.base import VectorNeeded
+
+    with store.write() as tx:
+        first, _ = store.insert(tx, NewRecord("here already"), vec(0), WHEN)
+        outcomes = store.insert_many(tx, [(NewRecord("new", tags=("a",)), vec(1)),
+                                          (NewRecord("here already", tags=("b",)), None),
+                                          (NewRecord("new", tags=("c",)), vec(1)),
+                                          (NewRecord("other"), vec(2))], WHEN)
+    assert [d for _, d in outcomes] == [False, True, True, False]
+    assert outcomes[1][0] == first and outcomes[0][0] == outcomes[2][0] < outcomes[3][0]
+    records = store.records([first, outcomes[0][0]])
+    assert records[first].tags == ("b",) and records[outcomes[0][0]].tags == ("a", "c")
+    with pytest.raises(VectorNeeded), store.write() as tx:
+        store.insert_many(tx, [(NewRecord("never embedded"), None)], WHEN)

@@ -163,3 +163,40 @@ def test_reading_the_setting_imports_no_database_driver():
     code = ("import sys, magray.db.pg as pg; pg.parse_database('postgresql://h/db'); "
             "assert 'psycopg' not in sys.modules and 'numpy' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_password_in_magray_database_is_refused_in_one_line(monkeypatch):
+    from magray import config
+
+    monkeypatch.setenv("MAGRAY_DATABASE", "postgresql://me:hunter2@db/memory")
+    with pytest.raises(ConfigError) as caught:
+        config.load(None)
+    assert "MAGRAY_DATABASE" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_the_command_line_on_postgresql_through_magray_database(home, pg_server, pg_database,
+                                                                  monkeypatch):
+    """`magray store` and `magray search` in their own processes, MAGRAY_DATABASE naming the
+    server: the records are in PostgreSQL, not in a memory.db under the home."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MAGRAY_DATABASE", pg_server.url(pg_database))
+
+    def magray(*args):
+        return subprocess.run([sys.executable, "-m", "magray", *args], capture_output=True,
+                              text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+    stored = magray("store", "the wifi password is on the fridge", "--json")
+    assert stored.returncode == 0, stored.stderr
+    found = magray("search", "where is the wifi password", "--json")
+    assert found.returncode == 0, found.stderr
+    assert "fridge" in json.dumps(json.loads(found.stdout))
+    assert not list(home.rglob("memory.db"))
+    from magray.db.pg.store import PostgresStore
+
+    store = PostgresStore.open(parse_database(pg_server.url(pg_database)))
+    assert store.count("interact") == 1
+    store.close()

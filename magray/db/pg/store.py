@@ -264,8 +264,9 @@ class PostgresStore(Upkeep, Status):
              created, when, item.importance, item.content_hash, Vector(vector)), conn=tx)
         return cursor.fetchone()[0], False
 
-    def insert_many(self, tx: psycopg.Connection, items: Sequence[tuple[NewRecord, Any]],
-                    when: str) -> list[tuple[int, bool]]:
+    def insert_many(self, tx: psycopg.Connection,
+                    items: Sequence[tuple[NewRecord, np.ndarray | None]], when: str
+                    ) -> list[tuple[int, bool]]:
         """``insert`` for a batch, new records sent with one binary COPY; (id, duplicate) per
         item, in order. A text twice in the batch is one record and one access."""
         existing = dict(self._run(

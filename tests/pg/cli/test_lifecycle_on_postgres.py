@@ -17,10 +17,3 @@ globals().update({k: v for k, v in vars(_module).items() if not k.startswith("_"
 
 pytestmark = pytest.mark.usefixtures("on_postgres")
 
-# Left out here, for reasons that are not the engine's (PG-NOTES.md, "what is left"):
-LEFT_OUT = {
-    "test_optimize_then_reembed_from_the_command_line":
-        "optimize measures the database as a file (maintenance.database_bytes)",
-}
-for _name in LEFT_OUT:
-    del globals()[_name]
