@@ -263,7 +263,7 @@ class _Checker:
         # the `database` setting: None (the home's file), another file, or a server's URL
         from .db.pg.target import parse_database  # imports no database driver
 
-        self.target = parse_database(settings.values.get("database") or None, where.data)
+        self.target = parse_database(settings.database or None, where.data)
         self.database = self.target if isinstance(self.target, Path) else where.database
         # what a database server reported (None: the memory is a file), and its indexes
         self.server: ServerFacts | None = None

@@ -21,18 +21,8 @@ INDEX_KEYS = {"name", "present", "valid", "type", "m", "ef_construction", "bytes
 
 
 def use_database(monkeypatch, url: str) -> None:
-    """The `database` setting names ``url``: MAGRAY_DATABASE once config.py declares the
-    setting (issue 18's wiring, branch r18-pg); until then added to what config.load reads."""
-    if "database" in config.SPEC:
-        monkeypatch.setenv("MAGRAY_DATABASE", url)
-        return
-    load = config.load
-
-    def with_database(*args, **kwargs):
-        settings = load(*args, **kwargs)
-        return config.Settings({**settings.values, "database": url},
-                               {**settings.sources, "database": "environment"})
-    monkeypatch.setattr(config, "load", with_database)
+    """The `database` setting names ``url`` (through its environment variable)."""
+    monkeypatch.setenv("MAGRAY_DATABASE", url)
 
 
 @pytest.fixture
@@ -204,3 +194,24 @@ def test_an_unreachable_server_is_one_line_and_exit_1(cli, monkeypatch):
         lines = result.err.strip().splitlines()
         assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0], result.err
         assert "cannot be reached" in lines[0] and "Traceback" not in result.err
+
+
+def test_a_database_setting_naming_a_file_is_the_file_status_reads(cli, monkeypatch, tmp_path,
+                                                                   home):
+    from fakes import FakeEmbedder
+    from magray import Memory
+
+    elsewhere = tmp_path / "elsewhere" / "shared.db"
+    elsewhere.parent.mkdir()
+    use_database(monkeypatch, str(elsewhere))
+    monkeypatch.setenv("MAGRAY_MODEL", "fake-bow")
+    with Memory.open(home, embedder=FakeEmbedder()) as memory:
+        memory.store_texts(["kept in another file"])
+    result, data = status_json(cli)
+    assert result.code == 0, result
+    assert "server" not in data  # a file: the SQLite document, unchanged
+    assert data["paths"]["database"] == str(elsewhere) and data["database"]["exists"]
+    assert data["database"]["bytes"] == sum(
+        p.stat().st_size for p in elsewhere.parent.iterdir() if p.name in (
+            "shared.db", "shared.db-wal"))
+    assert data["layers"]["interact"]["records"] == 1
