@@ -46,7 +46,7 @@ class Memory:
                  embedder: Embedder | None = None, warn: Callable[[str], None] | None = None,
                  note: Callable[[str], None] | None = None):
         self.paths = where
-        self.settings = settings
+        self._settings = settings
         self.db = store
         self.warn = warn or (lambda message: None)
         self.note = note  # what is happening during a long wait (making the ONNX copy)
@@ -61,6 +61,12 @@ class Memory:
                              near_duplicates=self._near_duplicates,
                              upgrade_passages=self._upgrade_passages)
         self.trash_can = Trash(store, self.encoder, self.indexes, warn_now, scrub=self._scrub)
+
+    @property
+    def settings(self) -> config.Settings:
+        """The settings this memory was opened with; fixed for its life, since the services
+        hold them (open another Memory with ``settings=`` to change them)."""
+        return self._settings
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -112,11 +118,6 @@ class Memory:
     def embedder(self) -> Embedder:
         return self.encoder.embedder
 
-    @property
-    def _embedder(self) -> Embedder | None:
-        """The embedder if loaded already (None: asking for it would load it)."""
-        return self.encoder.loaded
-
     def recorded_model(self) -> tuple[str | None, int | None]:
         """(model key, dimension) the stored vectors were made with; (None, None) if none."""
         return self.encoder.recorded_model()
@@ -133,21 +134,9 @@ class Memory:
         """The layer's index, kept for the life of this Memory."""
         return self.indexes.layer(layer)
 
-    @property
-    def _indexes(self) -> Indexes:
-        return self.indexes
-
     def sync(self, layers: Iterable[str] = LAYERS, *, rebuild: bool = False) -> list[SyncReport]:
         """Bring the layers' indexes in step with the database."""
         return self.indexes.sync(layers, rebuild=rebuild)
-
-    def _sync_after_write(self, layers: Iterable[str]) -> list[SyncReport]:
-        """Update indexes after a committed write; a failure is a warning (magray/index.py)."""
-        return self.indexes.after_write(layers, self.warn)
-
-    def _vectors(self, texts: Sequence[str], role: str) -> np.ndarray:
-        """Embeddings through the persistent cache."""
-        return self.encoder.vectors(texts, role)
 
     # -- storing and importing (magray/write.py) ----------------------------------------
 
@@ -324,7 +313,7 @@ class Memory:
         from . import dedupe
 
         merged = dedupe.merge(self.db, ids)
-        self._sync_after_write([merged.kept.layer])
+        self.indexes.after_write([merged.kept.layer], self.warn)
         return merged
 
     # -- backups (magray/backup/ does the work) -------------------------------------------

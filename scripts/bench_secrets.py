@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_lifecycle import RandomEmbedder  # noqa: E402
+from fakes import FakeEmbedder  # noqa: E402
 
 from magray import Memory, NewRecord, config  # noqa: E402
 from magray.write import Writer  # noqa: E402
@@ -43,7 +43,7 @@ def run(texts: list[str], guard: bool, real: bool) -> float:
     try:
         with tempfile.TemporaryDirectory() as home:
             settings = config.load(None).replace(secrets="redact", near_duplicate_merge=False)
-            embedder = None if real else RandomEmbedder()
+            embedder = None if real else FakeEmbedder(384)
             with Memory.open(home, settings=settings, embedder=embedder) as memory:
                 items = [NewRecord(text=t) for t in texts]
                 started = time.perf_counter()

@@ -297,7 +297,7 @@ def test_lifecycle_commands_never_load_the_model(home, pin):
         m.promote(dry_run=True, explain=True)
         m.clean()
         m.optimize()
-        assert m._embedder is None
+        assert m.encoder.loaded is None
 
 
 # -- near-duplicates ------------------------------------------------------------------------

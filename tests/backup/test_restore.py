@@ -446,7 +446,9 @@ with Memory.open(embedder=FakeEmbedder(name="all-MiniLM-L6-v2")) as memory:
         memory.store_texts([f"writer note {n + i}" for i in range(5)],
                            layer=("interact", "insights", "assets")[n // 5 % 3])
         n += 5
-        progress.write_text(str(n))
+        # Renamed into place: a reader never sees the file empty mid-write (it read 0 once).
+        progress.with_suffix(".tmp").write_text(str(n))
+        progress.with_suffix(".tmp").replace(progress)
 """
 
 
@@ -458,16 +460,16 @@ def test_backups_under_a_concurrent_writer_restore_consistently(mem, home, tmp_p
         env={**os.environ, "PYTHONPATH": str(REPO)})
     archives, written = [], []
     try:
-        while not progress.exists() or int(progress.read_text() or 0) < 30:
+        while not progress.exists() or int(progress.read_text()) < 30:
             assert writer.poll() is None, "the writer died"
             time.sleep(0.05)
-        written.append(int(progress.read_text() or 0))
+        written.append(int(progress.read_text()))
         # Four backups at least, and until the writer has written meanwhile: on a quiet
         # machine four backups can all fit between two of its batches.
-        while len(archives) < 4 or (int(progress.read_text() or 0) == written[0]
+        while len(archives) < 4 or (int(progress.read_text()) == written[0]
                                     and len(archives) < 40):
             archives.append(mem.backup().archive.path)
-        written.append(int(progress.read_text() or 0))
+        written.append(int(progress.read_text()))
     finally:
         stop.touch()
         assert writer.wait(timeout=120) == 0

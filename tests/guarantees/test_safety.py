@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from magray import Memory
+from magray import Memory, config
 from magray.errors import InputError
 from magray.locks import locked
 
@@ -41,10 +41,11 @@ def test_store_with_a_held_index_lock_prints_ids_and_exits_0(fake_cli, home, mon
 
 def test_promote_with_a_held_index_lock_reports_the_committed_move(home):
     warnings = []
-    with Memory.open(home, embedder=FakeEmbedder(), warn=warnings.append) as memory:
-        [stored] = memory.store_texts(["deploys go through the staging cluster first"])
-        memory.settings = memory.settings.replace(busy_timeout=0.1)
-        memory._indexes.clear()
+    quick = config.defaults().replace(busy_timeout=0.1)  # the index lock is given up soon
+    with Memory.open(home, settings=quick, embedder=FakeEmbedder(),
+                     warn=warnings.append) as memory:
+        [stored] = memory.store_texts(["deploys go through the staging cluster first"],
+                                      layer="interact")
         with locked(home / "data" / "indexes" / "insights.lock", timeout=1):
             report = memory.promote(ids=[stored.id], threshold=0)
         assert [d.outcome for d in report.decisions] == ["promoted"]
