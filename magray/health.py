@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import __version__, clock, config, paths, units
 from .errors import BusyError, MagrayError
 from .locks import locked
+from .db.base import ServerFacts, VectorIndexFacts
 from .db.reader import Reader
 from .layers import LayerPolicy
 from .records import LAYERS, model_key
@@ -39,6 +40,10 @@ BACKUP_SUFFIXES = (".tar.zst", ".tar.zstd", ".tzst")  # archives in paths.backup
 NEAR_CAPACITY = 0.9  # an info alert from this share of a layer's capacity
 PROBE_TEXT = "magray health probe: can the embedding model turn this sentence into a vector?"
 OPTIMIZE = "run `magray optimize` to rebuild it from the database"
+# a database server's HNSW index: what makes (or remakes) it (PgLayerIndex.sync, issue 18
+# item 2: a search builds it when it is missing or was built for other settings)
+SERVER_INDEX = "run `magray optimize` (the next search also builds it)"
+REQUIRED_TABLES = {"meta", "records", "index_log", "embed_cache"}
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,29 @@ class BackupHealth:
 
 
 @dataclass(frozen=True)
+class VectorIndexHealth:
+    """A layer's vector index kept by the database server (pgvector HNSW): as found, and what
+    the settings ask for (``wanted_*`` None: nothing stored yet, so no dimension to ask)."""
+
+    layer: str
+    found: VectorIndexFacts
+    wanted_type: str | None
+    wanted_m: int
+    wanted_ef_construction: int
+
+    @property
+    def matches(self) -> bool:
+        f = self.found
+        return (f.present and f.valid and self.wanted_type in (None, f.type)
+                and (f.m, f.ef_construction) == (self.wanted_m, self.wanted_ef_construction))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self.found), "wanted": {
+            "type": self.wanted_type, "m": self.wanted_m,
+            "ef_construction": self.wanted_ef_construction}, "matches": self.matches}
+
+
+@dataclass(frozen=True)
 class Health:
     """Everything ``magray status`` reports."""
 
@@ -164,6 +192,10 @@ class Health:
     backups: BackupHealth
     alerts: tuple[Alert, ...]
     trash: int = 0  # records in the trash, restorable until clean purges them
+    # a memory on a database server (PostgreSQL): the server, and each layer's HNSW index;
+    # None and () for a memory in a file (SQLite), whose JSON keeps its shape
+    server: ServerFacts | None = None
+    vector_indexes: tuple[VectorIndexHealth, ...] = ()
 
     @property
     def healthy(self) -> bool:
@@ -178,7 +210,7 @@ class Health:
         model["mismatch"] = self.model.mismatch
         cache = asdict(self.cache)
         cache["hit_rate"] = self.cache.hit_rate
-        return {
+        document = {
             "healthy": self.healthy,
             "version": self.version,
             "checked_at": self.checked_at,
@@ -197,6 +229,12 @@ class Health:
             "trash": {"records": self.trash},
             "alerts": [asdict(a) for a in self.alerts],
         }
+        if self.server is not None:  # only then: the SQLite document keeps its keys
+            server = asdict(self.server)
+            del server["bytes"], server["tables"]  # database.bytes and database.exists
+            server["vector_indexes"] = {v.layer: v.to_dict() for v in self.vector_indexes}
+            document["server"] = server
+        return document
 
 
 # -- checking ------------------------------------------------------------------------------
@@ -222,6 +260,15 @@ class _Checker:
         self.alerts: list[Alert] = []
         self.store: Reader | None = None
         self.tables: set[str] = set()
+        # the `database` setting: None (the home's file), another file, or a server's URL
+        from .db.pg.target import parse_database  # imports no database driver
+
+        self.target = parse_database(settings.database or None, where.data)
+        self.database = self.target if isinstance(self.target, Path) else where.database
+        # what a database server reported (None: the memory is a file), and its indexes
+        self.server: ServerFacts | None = None
+        self.server_indexes: dict[str, VectorIndexFacts] | None = None
+        self.index_health: list[VectorIndexHealth] = []
 
     def alert(self, severity: str, code: str, message: str, remedy: str,
               layer: str | None = None) -> None:
@@ -240,22 +287,30 @@ class _Checker:
         backups = self._backups(sum(layer.records for layer in facts["layers"]))
         where = self.where
         order = {severity: rank for rank, severity in enumerate(reversed(SEVERITIES))}
+        if self.server is not None:  # the server measured it, and knows whether it is new
+            database, exists, size = self.target.url, self.server.tables, self.server.bytes
+        else:
+            path = self.database
+            database, exists = str(path), path.is_file()
+            size = _size(path) + _size(_wal(path))
         return Health(
             version=__version__, checked_at=clock.iso(self.now), data_dir=str(where.data),
-            database=str(where.database), indexes=str(where.indexes),
+            database=database, indexes=str(where.indexes),
             config_file=str(where.config_file), config_exists=where.config_file.is_file(),
-            backups_dir=str(where.backups), database_exists=where.database.is_file(),
-            database_bytes=_size(where.database) + _size(_wal(where.database)),
+            backups_dir=str(where.backups), database_exists=exists, database_bytes=size,
             store_id=facts["store_id"],
             layers=facts["layers"], model=model, cache=facts["cache"],
             operations=facts["operations"], backups=backups, trash=facts["trash"],
-            alerts=tuple(sorted(self.alerts, key=lambda a: order[a.severity])))
+            alerts=tuple(sorted(self.alerts, key=lambda a: order[a.severity])),
+            server=self.server, vector_indexes=tuple(self.index_health))
 
     # -- the database ---------------------------------------------------------------------
 
     def _open(self) -> Reader | None:
         """The database, read-only; None when there is none (or it cannot be read)."""
-        path = self.where.database
+        if self.target is not None and not isinstance(self.target, Path):
+            return self._open_server()
+        path = self.database
         if not path.is_file():
             return None
         try:
@@ -269,13 +324,55 @@ class _Checker:
             reader.close()
             self._unreadable(exc)
             return None
-        if not {"meta", "records", "index_log", "embed_cache"} <= self.tables:
+        if not REQUIRED_TABLES <= self.tables:
             reader.close()
             self.alert("error", "database_unreadable",
                        f"{path} is not a magray database",
                        "move it away, or restore a backup with `magray restore`")
             return None
         return reader
+
+    def _open_server(self) -> Reader | None:
+        """A memory on a database server, read-only (an unreachable server raises its one
+        line). What the server reports decides the rest: a database without magray's tables
+        is an empty memory, as a missing file is."""
+        from .db.pg import open_for_status  # the driver is imported only now
+
+        store = open_for_status(self.target, busy_timeout=self.settings.busy_timeout)
+        try:
+            self.server = store.server()
+            self.server_indexes = store.vector_indexes()
+            self._server_alerts(self.server)
+            if not self.server.tables:
+                store.close()
+                return None
+            self.tables = store.tables()
+        except BaseException:
+            store.close()
+            raise
+        if not REQUIRED_TABLES <= self.tables:
+            store.close()
+            self.alert("error", "database_unreadable",
+                       f"the database {self.server.database} on {self.server.server} is not "
+                       "a magray database", "point the database setting at another database")
+            return None
+        return store
+
+    def _server_alerts(self, server: ServerFacts) -> None:
+        if server.vector_version is not None:
+            return
+        if server.vector_available is None:
+            self.alert("error", "pgvector_missing",
+                       f"the PostgreSQL server at {server.server} has no pgvector extension: "
+                       "magray cannot keep vectors there",
+                       "install pgvector on the server (e.g. the postgresql-NN-pgvector "
+                       f"package), then CREATE EXTENSION vector in database {server.database}")
+        else:
+            self.alert("warning", "pgvector_missing",
+                       f"the database {server.database} has no vector extension yet (the "
+                       f"server offers pgvector {server.vector_available})",
+                       "magray creates it on the first store when the role may; otherwise an "
+                       "administrator runs config/postgres-role.sql (CREATE EXTENSION vector)")
 
     def _trash(self, store: Reader) -> int:
         if "trash" not in self.tables:  # a database the running magray has not migrated yet
@@ -284,7 +381,7 @@ class _Checker:
 
     def _unreadable(self, exc: Exception) -> None:
         self.alert("error", "database_unreadable",
-                   f"the database {self.where.database} cannot be read: {exc}",
+                   f"the database {self.database} cannot be read: {exc}",
                    "restore the latest backup with `magray restore`")
 
     def _read_database(self, store: Reader | None) -> dict[str, Any]:
@@ -356,6 +453,8 @@ class _Checker:
 
     def _index(self, layer: str, records: int, dim: int | None) -> IndexHealth:
         """Does the layer's index agree with the database? Sidecar, stat and header only."""
+        if self.server_indexes is not None:  # the server keeps the layer's index itself
+            return self._server_index(layer, records, dim)
         from .index import IndexSpec, LayerIndex
 
         path = self.where.index_file(layer)
@@ -378,6 +477,35 @@ class _Checker:
         if alert is not None:
             self.alerts.append(alert)
         return found
+
+    def _server_index(self, layer: str, records: int, dim: int | None) -> IndexHealth:
+        """A layer's HNSW index on the server: present, valid, built as the settings ask."""
+        from .db.pg.query import vector_type
+
+        s, found = self.settings, self.server_indexes[layer]
+        wanted = None if dim is None else vector_type(s.index_dtype, dim)[0]
+        health = VectorIndexHealth(layer, found, wanted, s.hnsw_m, s.hnsw_ef_construction)
+        self.index_health.append(health)
+        problem = ""
+        if not found.present and records:
+            problem = "not built"
+            self.alert("warning", "index_stale",
+                       f"the HNSW index for {layer} is not built on the server ({records:,} "
+                       "records: searches read every vector)", SERVER_INDEX, layer)
+        elif found.present and not found.valid:
+            problem = "invalid (its build was interrupted)"
+            self.alert("warning", "index_invalid",
+                       f"the HNSW index for {layer} is invalid (its build was interrupted; "
+                       "searches read every vector)", SERVER_INDEX, layer)
+        elif found.present and not health.matches:
+            problem = (f"built as {found.type} m={found.m} ef_construction="
+                       f"{found.ef_construction}; the settings ask {wanted or found.type} "
+                       f"m={s.hnsw_m} ef_construction={s.hnsw_ef_construction}")
+            self.alert("warning", "index_settings",
+                       f"the HNSW index for {layer} was built with other settings than the "
+                       f"current ones ({problem})", SERVER_INDEX, layer)
+        return IndexHealth(found.name, found.bytes, records if found.present else None,
+                           fresh=not problem, problem=problem)
 
     def _judge(self, index: "LayerIndex", records: int) -> tuple[Alert | None, IndexHealth]:
         layer, path, spec = index.layer, index.path, index.spec
@@ -678,6 +806,8 @@ def prometheus(health: Health) -> str:
                     ({"op": op.name, "__suffix": "_count"}, op.total)]
     out.metric("magray_operation_duration_seconds", "summary",
                "wall time of store and search calls (quantiles over the recent window)", samples)
+    if h.server is not None:
+        _server_metrics(out, h)
     b = h.backups
     out.metric("magray_backups", "gauge", "backup archives present", [({}, b.archives)])
     out.metric("magray_last_backup_timestamp_seconds", "gauge", "time of the newest backup",
@@ -685,6 +815,23 @@ def prometheus(health: Health) -> str:
     out.metric("magray_last_backup_age_seconds", "gauge", "age of the newest backup",
                [({}, b.age_seconds)])
     return out.text()
+
+
+def _server_metrics(out: "_Exposition", h: Health) -> None:
+    """A memory on a database server: the server, its round trip, each layer's HNSW index."""
+    s = h.server
+    out.metric("magray_server_info", "gauge", "the database server and its versions",
+               [({"engine": s.engine, "server": s.server, "database": s.database,
+                  "version": s.version, "pgvector": s.vector_version or ""}, 1)])
+    out.metric("magray_server_latency_seconds", "gauge", "one round trip to the server",
+               [({}, s.latency_seconds)])
+    out.metric("magray_vector_index_present", "gauge",
+               "1 when the layer's HNSW index exists on the server (and is valid)",
+               [({"layer": v.layer}, int(v.found.present and v.found.valid))
+                for v in h.vector_indexes])
+    out.metric("magray_vector_index_matches", "gauge",
+               "1 when the layer's HNSW index was built as the settings ask",
+               [({"layer": v.layer}, int(v.matches)) for v in h.vector_indexes])
 
 
 class _Exposition:

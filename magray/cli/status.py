@@ -29,8 +29,8 @@ def status(
                               "dimension, latency.")] = False,
 ) -> None:
     """Report paths, sizes, layers, index agreement, model, cache, backups, recent latency and
-    alerts. Changes nothing, and loads the model only with --check-model. Exits 1 when an
-    error-level alert stands."""
+    alerts (on PostgreSQL also the server, its round trip and versions). Changes nothing, and
+    loads the model only with --check-model. Exits 1 when an error-level alert stands."""
     from .. import config, health, paths
 
     if json_out and prometheus:
@@ -67,7 +67,11 @@ def _render(h: "Health") -> None:
     database = (f"{h.database}  {units.size(h.database_bytes)}" if h.database_exists
                 else f"{h.database}  (none yet: an empty memory)")
     facts.add_row("database", _plain(database))
-    facts.add_row("indexes", _plain(f"{h.indexes}  {units.size(_index_bytes(h))}"))
+    if h.server is not None:
+        facts.add_row("server", _plain(_server(h)))
+        facts.add_row("indexes", _plain(f"HNSW on the server  {units.size(_index_bytes(h))}"))
+    else:
+        facts.add_row("indexes", _plain(f"{h.indexes}  {units.size(_index_bytes(h))}"))
     config_note = "" if h.config_exists else "  (absent: defaults)"
     facts.add_row("config", _plain(h.config_file + config_note))
     b = h.backups
@@ -143,6 +147,15 @@ def _model_grid(h: "Health"):
         grid.add_row(op.name, f"{op.total:,} in all; last {op.recent:,}: p50 "
                               f"{_seconds(op.p50_seconds)}, p99 {_seconds(op.p99_seconds)}")
     return grid
+
+
+def _server(h: "Health") -> str:
+    s = h.server
+    vector = (f"pgvector {s.vector_version}" if s.vector_version else
+              "no pgvector" + (f" ({s.vector_available} available)" if s.vector_available
+                               else ""))
+    return (f"PostgreSQL {s.version} at {s.server}, database {s.database} as {s.user}; "
+            f"{vector}; round trip {s.latency_seconds * 1000:.2f} ms")
 
 
 def _index_bytes(h: "Health") -> int:

@@ -53,6 +53,35 @@ class VectorNeeded(Exception):
     """A text thought to be stored already was deleted before the write: embed it after all."""
 
 
+@dataclass(frozen=True)
+class ServerFacts:
+    """A database server as ``magray status`` reports it (never with a password)."""
+
+    engine: str  # "postgresql"
+    server: str  # host[:port], or the Unix socket directory
+    database: str
+    user: str
+    latency_seconds: float  # one round trip (the median of three)
+    version: str  # the server's
+    vector_version: str | None  # pgvector's in this database; None: not created here
+    vector_available: str | None  # the version the server could create; None: not installed
+    bytes: int  # the database's size on the server
+    tables: bool  # magray's tables exist (False: nothing stored yet)
+
+
+@dataclass(frozen=True)
+class VectorIndexFacts:
+    """One layer's vector index in the engine, as found (not as configured)."""
+
+    name: str
+    present: bool
+    valid: bool = False  # False: an interrupted build left it unusable
+    type: str | None = None  # what it indexes, e.g. vector(384) or halfvec(384)
+    m: int | None = None
+    ef_construction: int | None = None
+    bytes: int | None = None
+
+
 @runtime_checkable
 class Repository(Protocol):
     """An open magray database: records and their vectors, the trash, the embedding cache,
@@ -304,3 +333,11 @@ class Repository(Protocol):
         """Replace the whole memory with the SQLite database at ``staged`` (an unpacked
         archive), all or nothing. True when the archive's index files fit what was loaded
         (they are put in place); False when every index is to be rebuilt from the vectors."""
+
+    # -- status (issue 18, item 5): what `magray status` reports of the engine ------------
+    def server(self) -> ServerFacts | None:
+        """The database server (address, round trip, versions, size); None for a database
+        that is a file (SQLite: status measures the file and reads the usearch headers)."""
+    def vector_indexes(self) -> dict[str, VectorIndexFacts] | None:
+        """The engine's own vector index of each layer (pgvector's HNSW), by layer; None
+        when the engine keeps none (SQLite: the usearch files under the home's indexes/)."""

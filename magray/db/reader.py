@@ -138,3 +138,12 @@ class Reader:
         total = self.conn.execute("SELECT count, seconds FROM op_totals WHERE op = ?",
                                   (op,)).fetchone() or (0, 0.0)
         return seconds, since, total[0], total[1]
+
+    # -- status (issue 18, item 5) --------------------------------------------------------
+    def server(self) -> None:
+        """None: the database is a file (status measures it; no server to ask)."""
+        return None
+
+    def vector_indexes(self) -> None:
+        """None: the vector indexes are the usearch files under the home's indexes/."""
+        return None

@@ -863,6 +863,15 @@ class Store(Reader, Snapshots):
         """Nothing to take on SQLite (see ``Repository.lifecycle_lock``)."""
         yield
 
+    # -- status (issue 18, item 5) --------------------------------------------------------
+    def server(self) -> None:
+        """None: the database is a file (status measures it; no server to ask)."""
+        return None
+
+    def vector_indexes(self) -> None:
+        """None: the vector indexes are the usearch files under the home's indexes/."""
+        return None
+
 
 # Words too common to say anything about a note; dropped from keyword queries unless the
 # query holds nothing else.

@@ -29,6 +29,7 @@ from . import query, schema
 from .snapshot import PgSnapshots
 from .upkeep import Upkeep
 from .vectors import VectorIndexes
+from .health import Status
 from .connection import Vector, connect, register_vector, translate
 from .target import Postgres
 
@@ -44,7 +45,7 @@ COPY_TYPES = ["int8", "text", "text", "text", "jsonb", "text", "text", "text", "
               "int4", "float8", "text", "vector"]
 
 
-class PostgresStore(Upkeep, VectorIndexes, PgSnapshots):
+class PostgresStore(Upkeep, VectorIndexes, PgSnapshots, Status):
     """An open magray memory on a PostgreSQL server."""
 
     RECORD_COLUMNS = RECORD_COLUMNS
