@@ -11,10 +11,8 @@ pytestmark = pytest.mark.usefixtures("on_postgres")
 
 # Left out here, for reasons that are not the engine's (PG-NOTES.md, "what is left"):
 LEFT_OUT = {
-    "test_store_redacts_warns_and_reports_without_the_value":
-        "status reads the SQLite file (health.py is not on the boundary yet)",
     "test_scan_apply_removes_every_copy":
-        "status reads the SQLite file, and the test greps the home's files for the text",
+        "it greps the home's files for the text: on PostgreSQL the text was never there",
     "test_scan_apply_of_a_long_trashed_text_leaves_no_passage_of_the_old_text":
         "reads the passages with sqlite3 from the home's file",
 }
