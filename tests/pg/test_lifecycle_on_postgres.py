@@ -9,7 +9,7 @@ from test_lifecycle import *  # noqa: E402,F401,F403  - the same tests, collecte
 
 pytestmark = pytest.mark.usefixtures("on_postgres")
 
-# Left out here, for reasons that are not the engine's (PG-NOTES.md, "what is left"):
+# Left out here, for reasons that are not the engine's (docs/postgresql.md, "what is left"):
 # their helpers read the tables with SQLite SQL through memory.db.conn (layer_of, snapshot,
 # `?` placeholders, embeddings compared as bytes) ...
 SQLITE_SQL = {

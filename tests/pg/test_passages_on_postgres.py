@@ -9,7 +9,7 @@ from test_passages import *  # noqa: E402,F401,F403  - the same tests, collected
 
 pytestmark = pytest.mark.usefixtures("on_postgres")
 
-# Left out here, for reasons that are not the engine's (PG-NOTES.md, "what is left"):
+# Left out here, for reasons that are not the engine's (docs/postgresql.md, "what is left"):
 LEFT_OUT = {
     "test_the_record_stays_one_record": "its helper counts passages with SQLite SQL",
     "test_a_promoted_long_record_keeps_its_passages": "counts passages with SQLite SQL",

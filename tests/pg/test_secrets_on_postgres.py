@@ -9,7 +9,7 @@ from test_secrets import *  # noqa: E402,F401,F403  - the same tests, collected 
 
 pytestmark = pytest.mark.usefixtures("on_postgres")
 
-# Left out here, for reasons that are not the engine's (PG-NOTES.md, "what is left"):
+# Left out here, for reasons that are not the engine's (docs/postgresql.md, "what is left"):
 LEFT_OUT = {
     "test_scan_apply_removes_every_copy":
         "it greps the home's files for the text: on PostgreSQL the text was never there",
