@@ -153,7 +153,7 @@ def main() -> None:
               f"ef_construction={args.ef_construction} ef_search={args.ef_search} "
               f"dtype={args.dtype}", flush=True)
         ours = bulk_store(store, vectors, args.batch)
-        raw = raw_copy(store.conn, vectors)
+        raw = raw_copy(store.conn, vectors)  # raw baseline: the same connection
         print(f"bulk store   magray {args.records / ours:10.0f} rec/s   raw COPY "
               f"{args.records / raw:10.0f} rec/s   ratio {ours / raw:.2f}x", flush=True)
         if args.encode:

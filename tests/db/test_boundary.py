@@ -9,7 +9,8 @@ from magray.db.base import Repository
 from magray.db.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-SQL_CALL = re.compile(r"\b(execute|executemany|executescript)\(")
+# A statement, or a reach for the connection a statement would go through.
+SQL_CALL = re.compile(r"\b(execute|executemany|executescript)\(|\.conn\b")
 # A benchmark's floor (scripts/bench.py: what a hand-written sqlite3 + usearch search costs)
 # is deliberately not magray code; its one statement says so on its line.
 BASELINE = "# raw baseline"
