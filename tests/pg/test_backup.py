@@ -103,6 +103,7 @@ def test_sqlite_to_postgres_and_back_keeps_ids_fields_vectors_and_trash(tmp_path
     assert verify(second.path).counts == second.counts  # verify reads it unchanged
     names = [m.name for m, _ in read_members(second.path)]
     assert names[:2] == ["manifest.json", "data/magray.db"]
+    assert not [n for n in names if n.startswith("data/indexes/")]  # the server holds them
     with Memory.open(tmp_path / "back", embedder=FakeEmbedder()) as back:
         back.restore(second.path)
         records, *rest = _everything(back)
