@@ -18,8 +18,7 @@ def open_repository(database: str | None, default: Path, *, busy_timeout: float 
                     ) -> Any:
     """The repository the ``database`` setting names: the SQLite store at ``default`` when
     unset, at a path when one is given, or a PostgresStore for a ``postgresql://`` URL
-    (psycopg is imported only then). What ``Memory.open`` is to call once the setting
-    exists (issue 18's wiring)."""
+    (psycopg is imported only then): what ``Memory.open`` opens."""
     target = parse_database(database, home=default.parent)
     if isinstance(target, Postgres):
         from ...errors import MagrayError
